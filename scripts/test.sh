@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, unit + integration tests. Installs what it needs first.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/bootstrap.sh"
+cd "$root"
+export PATH="$root/.venv/bin:$PATH"
+echo "== ruff"; ruff check slate tests bench
+echo "== mypy"; mypy
+echo "== pytest"; pytest "$@"

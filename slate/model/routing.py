@@ -1,0 +1,185 @@
+"""Routing: the weights one proxy enforces, and the route-file contract.
+
+A route is keyed by what one proxy can enforce: (source service, source cluster, destination), where
+the destination is an endpoint `service.endpoint` or a whole service (`service`, applying to all of its
+endpoints). Its weights say how that proxy splits the calls over the clusters hosting the destination.
+The JSON form is the output of `slate solve --format json` (see scenario-format.md):
+
+    {"routes": [{"from_service", "from_cluster", "to", "weights": {cluster: w}}],
+     "predicted": {"mean_latency_ms", "egress_usd_per_hour", "max_utilization"}}
+
+Weights are non-negative; readers normalise them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from slate.model.errors import InputError
+
+INGRESS = "ingress"
+"""The source service name of ingress gateways."""
+
+
+def _frozen(mapping: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class Route:
+    from_service: str
+    from_cluster: str
+    to: str
+    weights: Mapping[str, float]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", _frozen(self.weights))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.from_service, self.from_cluster, self.to)
+
+    def normalized(self) -> dict[str, float]:
+        """Weights scaled to sum to 1 (empty if they sum to 0)."""
+        total = sum(self.weights.values())
+        if total <= 0:
+            return {}
+        return {c: w / total for c, w in self.weights.items() if w > 0}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from_service": self.from_service,
+            "from_cluster": self.from_cluster,
+            "to": self.to,
+            "weights": {c: round(w, 6) for c, w in self.weights.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    mean_latency_ms: float  # math.inf when a station is overloaded
+    egress_usd_per_hour: float
+    max_utilization: float
+
+    def to_json(self) -> dict[str, Any]:
+        def num(x: float, nd: int) -> float | None:
+            return None if math.isinf(x) or math.isnan(x) else round(x, nd)
+
+        return {
+            "mean_latency_ms": num(self.mean_latency_ms, 3),
+            "egress_usd_per_hour": num(self.egress_usd_per_hour, 4),
+            "max_utilization": num(self.max_utilization, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Routing:
+    routes: tuple[Route, ...]
+    predicted: Prediction | None = None
+    _index: Mapping[tuple[str, str, str], Route] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[str, str, str], Route] = {}
+        for r in self.routes:
+            index[r.key] = r
+        object.__setattr__(self, "_index", MappingProxyType(index))
+
+    def get(self, from_service: str, from_cluster: str, to: str) -> Route | None:
+        """The route for a destination endpoint `service.endpoint`, falling back to the service."""
+        route = self._index.get((from_service, from_cluster, to))
+        if route is None and "." in to:
+            route = self._index.get((from_service, from_cluster, to.split(".", 1)[0]))
+        return route
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"routes": [r.to_json() for r in self.routes]}
+        if self.predicted is not None:
+            out["predicted"] = self.predicted.to_json()
+        return out
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1)
+
+
+def _require(obj: Mapping[str, Any], key: str, path: str, kind: type) -> Any:
+    if key not in obj:
+        raise InputError(f"{path}.{key}", "is required")
+    value = obj[key]
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{path}.{key}", f"must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, kind):
+        raise InputError(f"{path}.{key}", f"must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def routing_from_json(data: Any) -> Routing:
+    """Parse the route-file contract; raise InputError naming the bad field."""
+    if not isinstance(data, dict):
+        raise InputError("", "a route file must be a JSON object with a 'routes' list")
+    routes_raw = data.get("routes")
+    if not isinstance(routes_raw, list):
+        raise InputError("routes", "is required and must be a list")
+    routes: list[Route] = []
+    seen: set[tuple[str, str, str]] = set()
+    for i, raw in enumerate(routes_raw):
+        path = f"routes[{i}]"
+        if not isinstance(raw, dict):
+            raise InputError(path, "must be an object")
+        frm = _require(raw, "from_service", path, str)
+        cluster = _require(raw, "from_cluster", path, str)
+        to = _require(raw, "to", path, str)
+        weights_raw = _require(raw, "weights", path, dict)
+        weights: dict[str, float] = {}
+        for c, w in weights_raw.items():
+            if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
+                raise InputError(f"{path}.weights.{c}", f"must be a finite number, got {w!r}")
+            if w < 0:
+                raise InputError(f"{path}.weights.{c}", f"must be >= 0, got {w}")
+            weights[str(c)] = float(w)
+        if weights and sum(weights.values()) <= 0:
+            raise InputError(f"{path}.weights", "must not all be zero")
+        key = (frm, cluster, to)
+        if key in seen:
+            raise InputError(path, f"duplicates the route for {frm}@{cluster} -> {to}")
+        seen.add(key)
+        routes.append(Route(frm, cluster, to, weights))
+    predicted = None
+    pred = data.get("predicted")
+    if isinstance(pred, dict):
+        vals = []
+        for k in ("mean_latency_ms", "egress_usd_per_hour", "max_utilization"):
+            v = pred.get(k)
+            vals.append(math.inf if v is None else float(v))
+        predicted = Prediction(*vals)
+    return Routing(tuple(routes), predicted)
+
+
+def load_routing(path: str | Path) -> Routing:
+    """Read a route file (`slate solve --format json` output)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InputError("", f"cannot read route file: {e.strerror}", source=str(p)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError("", f"not valid JSON: {e.msg} at line {e.lineno}", source=str(p)) from None
+    try:
+        return routing_from_json(data)
+    except InputError as e:
+        raise e.with_source(str(p)) from None
+
+
+def routing_from_routes(routes: Iterable[Route], predicted: Prediction | None = None) -> Routing:
+    return Routing(tuple(routes), predicted)
