@@ -1,0 +1,103 @@
+"""Latency models: how a station's latency grows with its load.
+
+A *station* is one service in one cluster. Its load is its work rate `w` in milliseconds of service
+per second (`sum over endpoints of rps_e * service_ms_e`). Every request pays its endpoint's own
+service time (linear in the loads, handled by the optimizer and the evaluator); a station model adds
+the queueing part: `queue_cost(w)` request-milliseconds per second spent waiting, convex and
+increasing in `w`, with its slope, and the `capacity` at which the station saturates.
+
+That is all the optimizer needs (it builds a tangent-line epigraph of `queue_cost`), so curves fitted
+from telemetry plug in beside M/M/c without touching the formulation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StationModel(Protocol):
+    @property
+    def capacity(self) -> float:
+        """Work rate (ms of service per second) at which utilization reaches 1."""
+        ...
+
+    def queue_cost(self, work: float) -> float:
+        """Request-ms per second spent queueing at work rate `work` (inf at or past capacity)."""
+        ...
+
+    def queue_slope(self, work: float) -> float:
+        """d queue_cost / d work, for `work < capacity`."""
+        ...
+
+
+class LatencyModel(Protocol):
+    """Gives the station model of a service in a cluster."""
+
+    def station(self, service: str, cluster: str) -> StationModel: ...
+
+
+def erlang_c(c: int, a: float) -> float:
+    """Probability of waiting in M/M/c with offered load `a` erlangs (a < c)."""
+    return _erlang_c_and_derivative(c, a)[0]
+
+
+def _erlang_c_and_derivative(c: int, a: float) -> tuple[float, float]:
+    """Erlang C and dC/da through the stable Erlang B recursion B_k = aB_{k-1}/(k + aB_{k-1})."""
+    b, db = 1.0, 0.0
+    for k in range(1, c + 1):
+        u = a * b
+        du = b + a * db
+        b, db = u / (k + u), k * du / (k + u) ** 2
+    rho = a / c
+    den = 1.0 - rho * (1.0 - b)
+    dden = -(1.0 - b) / c + rho * db
+    cc = b / den
+    return cc, (db * den - b * dden) / den**2
+
+
+@dataclass(frozen=True)
+class MMcStation:
+    """M/M/c with the mean service time of the mix (scenario-format.md).
+
+    Queueing request-ms per second = 1000 * Lq, with Lq = rho * ErlangC(c, c*rho) / (1 - rho) the
+    mean number waiting (Little's law), convex and increasing in the arrival rate.
+    """
+
+    replicas: int
+
+    @property
+    def capacity(self) -> float:
+        return 1000.0 * self.replicas
+
+    def queue_cost(self, work: float) -> float:
+        c = self.replicas
+        a = max(work, 0.0) / 1000.0
+        if a >= c:
+            return math.inf
+        if a == 0.0:
+            return 0.0
+        rho = a / c
+        return 1000.0 * rho * erlang_c(c, a) / (1.0 - rho)
+
+    def queue_slope(self, work: float) -> float:
+        c = self.replicas
+        a = max(work, 0.0) / 1000.0
+        if a >= c:
+            return math.inf
+        rho = a / c
+        cc, dcc = _erlang_c_and_derivative(c, a)
+        # d/da [ (a/c) * C / (1 - a/c) ] = [ (C + a C') (1 - a/c) + (a/c) C ] / (c (1 - a/c)^2)
+        d_da = ((cc + a * dcc) * (1.0 - rho) + rho * cc) / (c * (1.0 - rho) ** 2)
+        return d_da  # = 1000 * d_da / 1000 (cost is x1000, work is /1000)
+
+
+@dataclass(frozen=True)
+class MMcLatencyModel:
+    """M/M/c stations sized by the scenario's replica counts."""
+
+    replicas: dict[tuple[str, str], int]
+
+    def station(self, service: str, cluster: str) -> MMcStation:
+        return MMcStation(self.replicas[(service, cluster)])
