@@ -5,6 +5,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/bootstrap.sh"
 cd "$root"
 export PATH="$root/.venv/bin:$PATH"
-echo "== ruff"; ruff check slate tests bench
+echo "== ruff"; ruff check slate tests bench; ruff format --check -q slate tests bench
 echo "== mypy"; mypy
 echo "== pytest"; pytest "$@"

@@ -6,8 +6,8 @@ service time (linear in the loads, handled by the optimizer and the evaluator); 
 the queueing part: `queue_cost(w)` request-milliseconds per second spent waiting, convex and
 increasing in `w`, with its slope, and the `capacity` at which the station saturates.
 
-That is all the optimizer needs (it builds a tangent-line epigraph of `queue_cost`), so curves fitted
-from telemetry plug in beside M/M/c without touching the formulation.
+That is all the optimizer needs (it builds a tangent-line epigraph of `queue_cost`), so curves
+fitted from telemetry plug in beside M/M/c without touching the formulation.
 """
 
 from __future__ import annotations

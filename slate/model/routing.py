@@ -1,8 +1,9 @@
 """Routing: the weights one proxy enforces, and the route-file contract.
 
-A route is keyed by what one proxy can enforce: (source service, source cluster, destination), where
-the destination is an endpoint `service.endpoint` or a whole service (`service`, applying to all of its
-endpoints). Its weights say how that proxy splits the calls over the clusters hosting the destination.
+A route is keyed by what one proxy can enforce: (source service, source cluster, destination),
+where the destination is an endpoint `service.endpoint` or a whole service (`service`, applying to
+all of its endpoints). Its weights say how that proxy splits the calls over the clusters hosting the
+destination.
 The JSON form is the output of `slate solve --format json` (see scenario-format.md):
 
     {"routes": [{"from_service", "from_cluster", "to", "weights": {cluster: w}}],

@@ -156,7 +156,7 @@ def _app(f: ScenarioFile) -> App:
             raise InputError(f"services.{sname}", "a service name must not contain '.'")
         if not s.endpoints:
             raise InputError(f"services.{sname}.endpoints", "must name at least one endpoint")
-        for c in (s.replicas or {}):
+        for c in s.replicas or {}:
             _check_cluster(c, clusters, f"services.{sname}.replicas.{c}")
         for ename in s.endpoints:
             if "." in ename:

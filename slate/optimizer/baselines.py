@@ -125,7 +125,5 @@ def _waterfall_split(
             for c, n in replicas.items():
                 sent[s][c] += left[s] * n / total_replicas
     return {
-        s: {c: v / demand[s] for c, v in sent[s].items() if v > 0}
-        for s in demand
-        if demand[s] > 0
+        s: {c: v / demand[s] for c, v in sent[s].items() if v > 0} for s in demand if demand[s] > 0
     }

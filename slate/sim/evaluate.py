@@ -88,7 +88,9 @@ def evaluate(
     rtt_ms_per_s = 0.0
     egress_usd_per_s = 0.0
 
-    def send(src_svc: str, src_c: str, dst: str, rate: float, req_kb: float, resp_kb: float) -> None:
+    def send(
+        src_svc: str, src_c: str, dst: str, rate: float, req_kb: float, resp_kb: float
+    ) -> None:
         nonlocal rtt_ms_per_s, egress_usd_per_s
         if rate <= 0:
             return
