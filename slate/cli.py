@@ -1,26 +1,93 @@
 """The `slate` command line.
 
-Every subcommand turns input problems into one line on stderr and exit code 2 (no traceback);
-anything else that goes wrong is a bug and keeps its traceback.
+Exit codes: 0 ok; 1 the solver failed (a bug or numerical trouble, with its message);
+2 bad input (one line naming the file and field, no traceback); 3 routes were printed but the
+demand does not fit under max_utilization (the least overloaded routing, with a warning).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
+from slate import logs, report
 from slate.model.errors import InputError
+from slate.model.routes_check import check_routing
+from slate.model.routing import load_routing
+from slate.model.scenario_file import load_scenario
+from slate.optimizer.solve import POLICIES, SolveError, run_policy, solve
+from slate.sim.evaluate import evaluate
 
+EXIT_OK = 0
+EXIT_SOLVER = 1
 EXIT_INPUT = 2
+EXIT_OVER_CAPACITY = 3
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    result = run_policy(scenario, args.policy)
+    if args.format == "json":
+        print(result.routing.dumps())
+    else:
+        print(report.routes_table(result.routing))
+    if result.shortfalls:
+        print(report.shortfall_warning(result.shortfalls), file=sys.stderr)
+        return EXIT_OVER_CAPACITY
+    if result.evaluation.overloaded:
+        print(report.overload_warning(args.policy, result.evaluation), file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    optimal = solve(scenario)
+    reference = report.Row("optimal", optimal.evaluation)
+    if args.routes:
+        routing = load_routing(args.routes)
+        check_routing(routing, scenario, source=args.routes)
+        rows = [report.Row("routes", evaluate(scenario, routing)), reference]
+    else:
+        rows = [reference] + [
+            report.Row(p, run_policy(scenario, p).evaluation) for p in POLICIES if p != "optimal"
+        ]
+    if args.format == "json":
+        print(
+            json.dumps(report.comparison_json(scenario, rows, reference, optimal.bound), indent=1)
+        )
+    else:
+        print(report.comparison_table(scenario, rows, reference, optimal.bound))
+    if optimal.shortfalls:
+        print(report.shortfall_warning(optimal.shortfalls), file=sys.stderr)
+        return EXIT_OVER_CAPACITY
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slate",
         description="Service-layer traffic engineering for multi-cluster Envoy/Istio meshes.",
+        epilog="exit codes: 0 ok, 1 solver failure, 2 bad input, 3 demand over capacity",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logs (-v info, -vv debug)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("solve", help="print the routing for a scenario file")
+    p.add_argument("scenario", help="scenario YAML (see scenario-format.md)")
+    p.add_argument("--policy", choices=POLICIES, default="optimal")
+    p.add_argument("--format", choices=("json", "table"), default="json")
+    p.set_defaults(func=_cmd_solve)
+
+    p = sub.add_parser("simulate", help="compare every policy (or given routes) on a scenario")
+    p.add_argument("scenario", help="scenario YAML (see scenario-format.md)")
+    p.add_argument("--routes", help="a route file (slate solve output) to evaluate")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_cmd_simulate)
+
     from slate.xds import cli as xds_cli
 
     xds_cli.register(sub)
@@ -30,13 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logs.configure(args.verbose)
     try:
         code: int = args.func(args)
     except InputError as e:
         print(f"slate: {e}", file=sys.stderr)
         return EXIT_INPUT
+    except SolveError as e:
+        print(f"slate: solver failed: {e}", file=sys.stderr)
+        return EXIT_SOLVER
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return EXIT_OK
     return code
 
 

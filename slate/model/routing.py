@@ -107,7 +107,14 @@ class Routing:
         return out
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1)
+        """JSON with one route per line: valid for any JSON reader, and diffable by people."""
+        data = self.to_json()
+        lines = ['{"routes": [']
+        routes = [json.dumps(r) for r in data["routes"]]
+        lines += [f"  {r}," for r in routes[:-1]] + [f"  {r}" for r in routes[-1:]]
+        tail = f',\n "predicted": {json.dumps(data["predicted"])}' if "predicted" in data else ""
+        lines.append(f" ]{tail}}}")
+        return "\n".join(lines)
 
 
 def _require(obj: Mapping[str, Any], key: str, path: str, kind: type) -> Any:

@@ -70,20 +70,53 @@ class ScenarioFile(_Model):
     ingress: Annotated[list[IngressFile], Field(min_length=1)]
 
 
-def _first_schema_error(err: ValidationError) -> InputError:
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "string_type": "must be a string",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "too_short": "must have at least {min_length} item(s)",
+    "missing": "is required",
+}
+
+
+def _data_path(loc: tuple[str | int, ...], data: Any, missing: bool) -> list[str | int]:
+    """The location in the user's data: pydantic adds union-branch tags that the file lacks."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            out.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            out.append(part)
+        elif missing and i == len(loc) - 1:
+            out.append(part)
+    return out
+
+
+def _first_schema_error(err: ValidationError, data: Any) -> InputError:
     errors = err.errors(include_url=False)
     first = errors[0]
-    path = join_path([p for p in first["loc"] if p not in ("float", "int", "dict[str,...]")])
-    msg = first["msg"]
-    if first["type"] == "missing":
-        msg = "is required"
-    elif first["type"] == "extra_forbidden":
-        msg = "is not a known field"
-    else:
-        msg = msg[0].lower() + msg[1:]
-        if "input" in first and first["type"] not in ("missing",):
-            msg += f" (got {first['input']!r})"
-    more = len(errors) - 1
+    kind = first["type"]
+    path = join_path(_data_path(tuple(first["loc"]), data, kind == "missing"))
+    template = _MESSAGES.get(kind)
+    ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in first.get("ctx", {}).items()}
+    msg = template.format(**ctx) if template else first["msg"]
+    if kind != "missing":
+        msg += f" (got {first['input']!r})"
+    # Union types report one error per branch at the same place: count places, not errors.
+    places = {join_path(_data_path(tuple(e["loc"]), data, e["type"] == "missing")) for e in errors}
+    more = len(places - {path})
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
     return InputError(path, msg)
@@ -262,7 +295,7 @@ def scenario_from_dict(data: Any) -> Scenario:
     try:
         f = ScenarioFile.model_validate(data)
     except ValidationError as e:
-        raise _first_schema_error(e) from None
+        raise _first_schema_error(e, data) from None
     topology = _topology(f)
     app = _app(f)
     ingress = _ingress(f, app)

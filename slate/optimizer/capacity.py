@@ -57,6 +57,7 @@ class Shortfall:
             f"{self.max_utilization:g} (utilization {self.min_utilization:.3f} at best): "
             f"{self.excess_fraction:.1%} of its demand is too much, or it needs "
             f"{need / self.capacity_ms_per_s - 1:.1%} more capacity"
+            + ("; it saturates under any routing" if self.min_utilization >= 1 else "")
         )
 
 
