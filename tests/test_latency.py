@@ -1,0 +1,55 @@
+"""M/M/c station model: against closed forms, its slope against finite differences, convexity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slate.model.latency import MMcStation, erlang_c
+
+
+def erlang_c_closed_form(c: int, a: float) -> float:
+    top = a**c / math.factorial(c) * c / (c - a)
+    return top / (sum(a**k / math.factorial(k) for k in range(c)) + top)
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 7, 20])
+@pytest.mark.parametrize("rho", [0.05, 0.5, 0.9, 0.99])
+def test_erlang_c_matches_closed_form(c: int, rho: float) -> None:
+    assert erlang_c(c, c * rho) == pytest.approx(erlang_c_closed_form(c, c * rho), rel=1e-9)
+
+
+def test_mm1_queue_cost_is_rho_squared_over_one_minus_rho() -> None:
+    s = MMcStation(1)
+    for rho in (0.1, 0.5, 0.8):
+        assert s.queue_cost(1000 * rho) == pytest.approx(1000 * rho**2 / (1 - rho))
+
+
+def test_saturation_is_infinite() -> None:
+    s = MMcStation(3)
+    assert s.capacity == 3000
+    assert math.isinf(s.queue_cost(3000)) and math.isinf(s.queue_cost(4000))
+    assert s.queue_cost(0) == 0
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.integers(1, 64), st.floats(0.01, 0.97))
+def test_slope_matches_finite_difference(c: int, rho: float) -> None:
+    s = MMcStation(c)
+    w = rho * s.capacity
+    h = 1e-5 * s.capacity
+    numeric = (s.queue_cost(w + h) - s.queue_cost(w - h)) / (2 * h)
+    assert s.queue_slope(w) == pytest.approx(numeric, rel=1e-4, abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.integers(1, 64), st.floats(0.0, 0.97), st.floats(0.0, 0.97))
+def test_tangents_never_cut_above_the_curve(c: int, rho_a: float, rho_b: float) -> None:
+    """Convexity, as the LP relies on it: a tangent at any point stays below the cost."""
+    s = MMcStation(c)
+    wa, wb = rho_a * s.capacity, rho_b * s.capacity
+    tangent = s.queue_cost(wa) + s.queue_slope(wa) * (wb - wa)
+    assert tangent <= s.queue_cost(wb) * (1 + 1e-9) + 1e-9
