@@ -1,0 +1,314 @@
+"""The xDS cache: views, per-resource versions, serialised bytes, and who to tell about changes.
+
+`XdsCache` holds the current routing and endpoints. A resource is identified by (view, name) and
+built lazily, the first time a stream asks for it; all streams of a view share the one `Resource`
+object, whose CLA is serialised once (and wrapped once as a SotW `Any` and a delta `Resource`).
+
+Updates go through `update()` (or `set_routing()` / `set_endpoints()`): every held resource is
+recomputed, cheaply (the locality plan is compared before anything is serialised), and only the
+watchers of resources whose content changed are notified, with the names that changed. Versions are
+content hashes, stable across restarts, so a proxy reconnecting with the versions it has (delta)
+gets nothing it already has.
+
+Everything here runs on the server's event loop thread; the cache is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from slate.model.routing import Routing
+from slate.xds import wire
+from slate.xds.endpoints import Endpoints, EndpointSet
+from slate.xds.metrics import XdsMetrics
+from slate.xds.resources import (
+    CLA_TYPE_URL,
+    ClaOptions,
+    LocalityPlan,
+    RouteIndex,
+    build_cla,
+    destination_weights,
+    locality_plan,
+)
+from slate.xds.views import ViewKey
+
+_BODY_MEMO_LIMIT = 20_000
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Resource:
+    """One ClusterLoadAssignment as served to every stream of a view, serialised once."""
+
+    name: str
+    version: str
+    """Content hash of the serialised CLA."""
+    generation: int
+    """Cache generation in which this content appeared."""
+    plan: LocalityPlan
+    endpoints: Mapping[str, Endpoints]
+    cla: bytes = field(repr=False)
+    any_bytes: bytes = field(repr=False)
+    """The CLA wrapped in `google.protobuf.Any` (SotW `resources` element)."""
+    delta_bytes: bytes = field(repr=False)
+    """The CLA wrapped in `discovery.v3.Resource` with name and version (delta element)."""
+
+    @staticmethod
+    def of(name: str, cla: bytes, generation: int, plan: LocalityPlan,
+           endpoints: Mapping[str, Endpoints]) -> Resource:
+        version = hashlib.sha256(cla).hexdigest()[:16]
+        any_bytes = wire.any_message(CLA_TYPE_URL, cla)
+        return Resource(
+            name, version, generation, plan, endpoints, cla, any_bytes,
+            wire.delta_resource(name, version, any_bytes),
+        )
+
+    def message(self) -> endpoint_pb2.ClusterLoadAssignment:
+        """The CLA as a message (for inspection; serving uses the bytes)."""
+        return endpoint_pb2.ClusterLoadAssignment.FromString(self.cla)
+
+
+class Watcher(Protocol):
+    """A stream that wants to hear which of its resources changed."""
+
+    def resources_changed(self, names: Sequence[str], started: float) -> None:
+        """`names` of the watched view changed in the update that began at monotonic `started`."""
+        ...
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    generation: int
+    changed: int
+    """(view, name) resources whose content changed."""
+    notified: int
+    """Watchers (streams) told about a change."""
+    seconds: float
+
+
+class XdsCache:
+    def __init__(
+        self,
+        routing: Routing,
+        endpoints: EndpointSet,
+        options: ClaOptions | None = None,
+        metrics: XdsMetrics | None = None,
+    ) -> None:
+        self.options = options or ClaOptions()
+        self.metrics = metrics
+        self.generation = 1
+        self._index = RouteIndex(routing)
+        self._endpoints = endpoints
+        self._resources: dict[tuple[ViewKey, str], Resource | None] = {}
+        self._watchers: dict[tuple[ViewKey, str], set[Watcher]] = defaultdict(set)
+        self._wildcard: dict[ViewKey, set[Watcher]] = defaultdict(set)
+        self._names: dict[ViewKey, frozenset[str]] = {}
+        self._bodies: dict[tuple[object, ...], tuple[bytes, str]] = {}
+        self._empty: dict[str, Resource] = {}
+        if metrics is not None:
+            metrics.cache_generation.set(self.generation)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    @property
+    def routing(self) -> Routing:
+        return self._index.routing
+
+    @property
+    def endpoints(self) -> EndpointSet:
+        return self._endpoints
+
+    def resource(self, view: ViewKey, name: str) -> Resource | None:
+        """The CLA `name` as seen from `view`, or None if its service has no entry in endpoints."""
+        key = (view, name)
+        try:
+            return self._resources[key]
+        except KeyError:
+            res = self._build(view, name, None)
+            self._resources[key] = res
+            self._record_version(view, name, res)
+            return res
+
+    def names(self, view: ViewKey) -> frozenset[str]:
+        """What a wildcard subscription from `view` gets: every service with an endpoints entry,
+        plus the endpoint classes routed from this view."""
+        got = self._names.get(view)
+        if got is None:
+            services = self._endpoints.services
+            routed = {
+                to for to in self._index.destinations(view) if to.split(".", 1)[0] in services
+            }
+            got = frozenset(services) | frozenset(routed)
+            self._names[view] = got
+        return got
+
+    def empty_resource(self, name: str) -> Resource:
+        """A CLA with no endpoints: what SotW serves for a name that does not exist (EDS SotW has
+        no removal)."""
+        res = self._empty.get(name)
+        if res is None:
+            cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+            res = Resource.of(name, cla.SerializeToString(), self.generation, (), {})
+            self._empty[name] = res
+        return res
+
+    def sotw_body(self, resources: Sequence[Resource]) -> tuple[bytes, str]:
+        """(DiscoveryResponse bytes without nonce, version_info), shared by identical content.
+
+        `version_info` is a hash of the (name, version) pairs the response carries.
+        """
+        key: tuple[object, ...] = ("sotw", *((r.name, r.version) for r in resources))
+        got = self._bodies.get(key)
+        if got is None:
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            body = wire.sotw_body(digest, CLA_TYPE_URL, (r.any_bytes for r in resources))
+            got = self._remember(key, (body, digest))
+        return got
+
+    def delta_body(self, resources: Sequence[Resource], removed: Sequence[str]) -> bytes:
+        """DeltaDiscoveryResponse bytes without nonce, shared by identical content."""
+        key: tuple[object, ...] = (
+            "delta", tuple((r.name, r.version) for r in resources), tuple(removed)
+        )
+        got = self._bodies.get(key)
+        if got is None:
+            body = wire.delta_body(CLA_TYPE_URL, (r.delta_bytes for r in resources), removed)
+            got = self._remember(key, (body, ""))
+        return got[0]
+
+    def _remember(self, key: tuple[object, ...], value: tuple[bytes, str]) -> tuple[bytes, str]:
+        if len(self._bodies) >= _BODY_MEMO_LIMIT:
+            self._bodies.clear()
+        self._bodies[key] = value
+        return value
+
+    # ---- watching --------------------------------------------------------------------------
+
+    def watch(self, watcher: Watcher, view: ViewKey, names: Iterable[str]) -> None:
+        for name in names:
+            self._watchers[(view, name)].add(watcher)
+
+    def unwatch(self, watcher: Watcher, view: ViewKey, names: Iterable[str]) -> None:
+        for name in names:
+            key = (view, name)
+            ws = self._watchers.get(key)
+            if ws is not None:
+                ws.discard(watcher)
+                if not ws:
+                    del self._watchers[key]
+
+    def watch_all(self, watcher: Watcher, view: ViewKey) -> None:
+        """Wildcard: hear about every name of the view, including names that appear later."""
+        self._wildcard[view].add(watcher)
+
+    def unwatch_all(self, watcher: Watcher, view: ViewKey) -> None:
+        ws = self._wildcard.get(view)
+        if ws is not None:
+            ws.discard(watcher)
+            if not ws:
+                del self._wildcard[view]
+
+    # ---- updating --------------------------------------------------------------------------
+
+    def set_routing(self, routing: Routing) -> UpdateResult:
+        return self.update(routing=routing)
+
+    def set_endpoints(self, endpoints: EndpointSet) -> UpdateResult:
+        return self.update(endpoints=endpoints)
+
+    def update(
+        self, routing: Routing | None = None, endpoints: EndpointSet | None = None
+    ) -> UpdateResult:
+        """Apply new routing and/or endpoints and notify the watchers of what changed."""
+        started = time.monotonic()
+        if routing is not None:
+            self._index = RouteIndex(routing)
+        if endpoints is not None:
+            self._endpoints = endpoints
+        self.generation += 1
+        self._bodies.clear()
+        self._empty.clear()
+
+        changed: dict[ViewKey, list[str]] = defaultdict(list)
+        for key, old in list(self._resources.items()):
+            view, name = key
+            if key not in self._watchers and view not in self._wildcard:
+                del self._resources[key]  # nobody asks for it any more
+                self._forget_version(view, name)
+                continue
+            new = self._build(view, name, old)
+            if new is not old:
+                self._resources[key] = new
+                self._record_version(view, name, new)
+                changed[view].append(name)
+        old_names, self._names = self._names, {}
+        for view in self._wildcard:
+            before = old_names.get(view, frozenset())
+            for name in self.names(view).symmetric_difference(before):
+                if name not in changed[view]:
+                    changed[view].append(name)
+
+        notified = self._notify(changed, started)
+        seconds = time.monotonic() - started
+        if self.metrics is not None:
+            self.metrics.cache_generation.set(self.generation)
+            self.metrics.cache_updates.inc()
+            self.metrics.cache_update_seconds.observe(seconds)
+            self.metrics.resources.set(len(self._resources))
+        return UpdateResult(
+            self.generation, sum(len(v) for v in changed.values()), notified, seconds
+        )
+
+    def _notify(self, changed: Mapping[ViewKey, Collection[str]], started: float) -> int:
+        notified = 0
+        for view, names in changed.items():
+            if not names:
+                continue
+            targets: dict[Watcher, list[str]] = defaultdict(list)
+            for name in names:
+                for w in self._watchers.get((view, name), ()):
+                    targets[w].append(name)
+            wildcard = self._wildcard.get(view, ())
+            for w in wildcard:
+                targets[w] = list(names)
+            for w, ns in targets.items():
+                w.resources_changed(ns, started)
+            notified += len(targets)
+        return notified
+
+    def _build(self, view: ViewKey, name: str, old: Resource | None) -> Resource | None:
+        """The resource for (view, name), or `old` itself if its content would not change."""
+        by_cluster = self._endpoints.clusters_of(name.split(".", 1)[0])
+        weights = destination_weights(self._index, self._endpoints, view, name)
+        if by_cluster is None or weights is None:
+            return None
+        plan = locality_plan(weights, by_cluster, self.options.weight_total)
+        if old is not None and old.plan == plan and _same_endpoints(old, by_cluster, plan):
+            return old
+        cla = build_cla(name, plan, by_cluster, self.options).SerializeToString(deterministic=True)
+        if old is not None and old.cla == cla:
+            return old
+        used = {c: by_cluster[c] for c, _, _ in plan}
+        return Resource.of(name, cla, self.generation, plan, used)
+
+    def _record_version(self, view: ViewKey, name: str, res: Resource | None) -> None:
+        if res is None:
+            self._forget_version(view, name)
+        elif self.metrics is not None:
+            self.metrics.resource_generation.labels(str(view), name).set(res.generation)
+
+    def _forget_version(self, view: ViewKey, name: str) -> None:
+        if self.metrics is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.resource_generation.remove(str(view), name)
+
+
+def _same_endpoints(old: Resource, by_cluster: Mapping[str, Endpoints], plan: LocalityPlan) -> bool:
+    return all(old.endpoints.get(c) == by_cluster[c] for c, _, _ in plan)

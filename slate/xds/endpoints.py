@@ -1,0 +1,203 @@
+"""Where each service's endpoints live: the `EndpointSource` interface and a static YAML source.
+
+An `EndpointSet` says, per service, which `host:port` endpoints it has in each cluster (and,
+optionally, the RTT between clusters, used to pick the nearest cluster for unrouted calls). The xDS
+cache takes whole `EndpointSet` values; a source produces them: `StaticEndpointSource` reads
+ENDPOINTS.yaml and re-reads it when it changes; a Kubernetes EndpointSlice source will be another
+implementation of the same protocol.
+
+ENDPOINTS.yaml:
+
+    services:
+      productcatalog:
+        clusters:
+          us-west: ["10.0.1.5:8080", "10.0.1.6:8080"]
+          us-east: ["10.1.1.5:8080"]
+    rtt_ms:                      # optional, as in scenarios: upper triangle is enough
+      us-west: {us-east: 62}
+
+Hosts must be IP literals (`[::1]:80` for IPv6): Envoy does not resolve names in EDS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import yaml
+
+from slate.model.errors import InputError
+from slate.xds.filewatch import file_signature, watch_file
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+Endpoints = tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class EndpointSet:
+    """Endpoints per service per cluster, plus optional inter-cluster RTTs.
+
+    Values are not validated here (the parsers validate user input), so tests can build sets that
+    Envoy will reject.
+    """
+
+    services: Mapping[str, Mapping[str, Endpoints]]
+    rtt_ms: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        frozen = {s: MappingProxyType(dict(by_cluster)) for s, by_cluster in self.services.items()}
+        object.__setattr__(self, "services", MappingProxyType(frozen))
+        object.__setattr__(self, "rtt_ms", MappingProxyType(dict(self.rtt_ms)))
+
+    def clusters_of(self, service: str) -> Mapping[str, Endpoints] | None:
+        """The service's endpoints by cluster (empty clusters included), or None if unknown."""
+        return self.services.get(service)
+
+    def rtt(self, a: str, b: str) -> float | None:
+        """RTT between two clusters in ms: 0 within a cluster, None when not given."""
+        if a == b:
+            return 0.0
+        got = self.rtt_ms.get((a, b))
+        return got if got is not None else self.rtt_ms.get((b, a))
+
+
+def parse_endpoint(text: Any, path: str) -> Endpoint:
+    """`"10.0.0.1:8080"` or `"[fd00::1]:8080"` -> Endpoint; InputError naming `path` otherwise."""
+    if not isinstance(text, str):
+        raise InputError(path, f"must be a 'host:port' string, got {text!r}")
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise InputError(path, f"must be 'host:port', got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise InputError(
+            path, f"host must be an IP address (EDS does not resolve names), got {host!r}"
+        ) from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise InputError(path, f"port must be an integer 1-65535, got {port_text!r}")
+    return Endpoint(str(ip), int(port_text))
+
+
+def endpoints_from_data(data: Any) -> EndpointSet:
+    """Parse the ENDPOINTS.yaml document; raise InputError naming the bad field."""
+    if not isinstance(data, dict):
+        raise InputError("", "an endpoints file must be a mapping with a 'services' key")
+    services_raw = data.get("services")
+    if not isinstance(services_raw, dict):
+        raise InputError("services", "is required and must be a mapping of service names")
+    services: dict[str, dict[str, Endpoints]] = {}
+    for name, svc in services_raw.items():
+        spath = f"services.{name}"
+        if not isinstance(name, str) or not name or "." in name:
+            raise InputError(spath, "service names must be non-empty strings without '.'")
+        if not isinstance(svc, dict) or not isinstance(svc.get("clusters"), dict):
+            raise InputError(f"{spath}.clusters", "is required and must be a mapping")
+        by_cluster: dict[str, Endpoints] = {}
+        for cluster, addrs in svc["clusters"].items():
+            cpath = f"{spath}.clusters.{cluster}"
+            if not isinstance(cluster, str) or not cluster:
+                raise InputError(cpath, "cluster names must be non-empty strings")
+            if addrs is None:
+                addrs = []
+            if not isinstance(addrs, list):
+                raise InputError(cpath, "must be a list of 'host:port' strings")
+            eps = [parse_endpoint(a, f"{cpath}[{i}]") for i, a in enumerate(addrs)]
+            if len(set(eps)) != len(eps):
+                raise InputError(cpath, "lists an endpoint twice")
+            by_cluster[cluster] = tuple(eps)
+        services[name] = by_cluster
+    return EndpointSet(services, _parse_rtt(data.get("rtt_ms")))
+
+
+def _parse_rtt(raw: Any) -> dict[tuple[str, str], float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError("rtt_ms", "must be a mapping {cluster: {cluster: ms}}")
+    out: dict[tuple[str, str], float] = {}
+    for a, row in raw.items():
+        if not isinstance(row, dict):
+            raise InputError(f"rtt_ms.{a}", "must be a mapping {cluster: ms}")
+        for b, ms in row.items():
+            if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms):
+                raise InputError(f"rtt_ms.{a}.{b}", f"must be a finite number, got {ms!r}")
+            if ms < 0:
+                raise InputError(f"rtt_ms.{a}.{b}", f"must be >= 0, got {ms}")
+            out[(str(a), str(b))] = float(ms)
+    return out
+
+
+def load_endpoints(path: str | Path) -> EndpointSet:
+    """Read and validate an ENDPOINTS.yaml file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InputError("", f"cannot read endpoints file: {e.strerror}", source=str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError("", f"not valid YAML{where}", source=str(p)) from None
+    try:
+        return endpoints_from_data(data)
+    except InputError as e:
+        raise e.with_source(str(p)) from None
+
+
+class EndpointSource(Protocol):
+    """Produces the endpoints the xDS cache serves."""
+
+    def current(self) -> EndpointSet:
+        """The endpoints now (always a valid set)."""
+        ...
+
+    def updates(self) -> AsyncIterator[EndpointSet]:
+        """Each new valid endpoint set, as it appears; bad updates are logged and skipped."""
+        ...
+
+
+class StaticEndpointSource:
+    """Endpoints from an ENDPOINTS.yaml file, re-read when the file changes.
+
+    The constructor raises InputError if the file is bad, so a server never starts without
+    endpoints; a bad file later is logged and the previous endpoints stay in force.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        poll_interval: float = 1.0,
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.poll_interval = poll_interval
+        self.on_reject = on_reject
+        self._signature = file_signature(self.path)
+        self._current = load_endpoints(self.path)
+
+    def current(self) -> EndpointSet:
+        return self._current
+
+    async def updates(self) -> AsyncIterator[EndpointSet]:
+        async for eps in watch_file(self.path, load_endpoints, self.poll_interval, self._signature):
+            self._current = eps
+            yield eps

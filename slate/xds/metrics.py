@@ -1,0 +1,73 @@
+"""Prometheus metrics of the xDS server (one registry per server, so tests can run several).
+
+Labels: `api` = ads | eds, `mode` = sotw | delta, `view` = `service@cluster`.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+PUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class XdsMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.streams = Gauge(
+            "slate_xds_streams", "Connected xDS streams.", ["api", "mode", "view"], registry=r
+        )
+        self.pushes = Counter("slate_xds_pushes", "Discovery responses sent.", ["mode"], registry=r)
+        self.push_latency = Histogram(
+            "slate_xds_push_latency_seconds",
+            "From a cache update to the response carrying it written to a stream.",
+            ["mode"],
+            buckets=PUSH_BUCKETS,
+            registry=r,
+        )
+        self.acks = Counter("slate_xds_acks", "ACKed responses.", ["mode", "view"], registry=r)
+        self.nacks = Counter(
+            "slate_xds_nacks", "NACKed (rejected) responses.", ["mode", "view"], registry=r
+        )
+        self.stream_errors = Counter(
+            "slate_xds_stream_errors",
+            "Streams closed by the server with an error status.",
+            ["code"],
+            registry=r,
+        )
+        self.cache_generation = Gauge(
+            "slate_xds_cache_generation",
+            "Generation of the xDS cache (bumps per update).",
+            registry=r,
+        )
+        self.cache_updates = Counter(
+            "slate_xds_cache_updates", "Routing/endpoint updates applied.", registry=r
+        )
+        self.cache_update_seconds = Histogram(
+            "slate_xds_cache_update_seconds",
+            "Time to recompute the views for one update.",
+            buckets=PUSH_BUCKETS,
+            registry=r,
+        )
+        self.resources = Gauge(
+            "slate_xds_resources", "ClusterLoadAssignments held for watched views.", registry=r
+        )
+        self.resource_generation = Gauge(
+            "slate_xds_resource_generation",
+            "Cache generation at which a resource's content last changed (its version).",
+            ["view", "resource"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "slate_xds_reloads",
+            "Input file reloads by the standalone server.",
+            ["file", "result"],
+            registry=r,
+        )
+
+    def serve_http(self, port: int, host: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:
+        """Serve /metrics on host:port from a daemon thread (port 0 picks a free one)."""
+        return start_http_server(port, addr=host, registry=self.registry)

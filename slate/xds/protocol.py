@@ -1,0 +1,353 @@
+"""The xDS protocol state of one stream, without gRPC: subscriptions, nonces, ACK/NACK, versions.
+
+`SotwStream` and `DeltaStream` take requests (`on_request`) and cache notifications
+(`resources_changed`), and say what to send next (`next_response`). The gRPC layer (server.py)
+only moves bytes. One class per protocol variant; the shared bookkeeping is in `StreamState`:
+
+* **Subscriptions**: explicit names, or wildcard (`*`, or an empty first request). Only watched
+  (view, name) pairs are built and only their watchers are woken on a change.
+* **Sent / ACKed / NACKed versions per resource**: a resource is sent when its current version
+  differs from the one last sent on this stream, and never when it equals the version this stream
+  rejected: a NACKed version is not re-sent; the next *content* change is. Envoy keeps its last
+  accepted config, which is what the stream's `acked` map records.
+* **Nonces**: every response has a fresh nonce; a request naming a nonce resolves that response as
+  ACK (no `error_detail`) or NACK. Requests with unknown (stale) nonces still update the
+  subscription, since each request carries the client's current interest, and the diff-based
+  sending means a stale request never causes a duplicate send.
+* A response carries only resources that changed for this stream; in SotW that is allowed for
+  EDS (only Listener and Cluster responses must be complete). Because the NACK of a response
+  cannot say which of its resources was bad (the error text is not to be parsed), every resource
+  in a rejected response counts as rejected at that version.
+* **Absent resources** (the name's service is not in the endpoints): delta lists them in
+  `removed_resources`; SotW, which has no removal for EDS, serves an empty CLA (no endpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from slate.xds.cache import Resource, XdsCache
+from slate.xds.logfmt import kv
+from slate.xds.resources import CLA_TYPE_URL
+from slate.xds.views import InvalidNode, NodeMapper, ViewKey
+from slate.xds.wire import with_nonce
+
+log = logging.getLogger("slate.xds.protocol")
+
+WILDCARD = "*"
+ADS, EDS = "ads", "eds"
+SOTW, DELTA = "sotw", "delta"
+_MAX_OUTSTANDING = 64
+_NACK_MESSAGE_LIMIT = 500
+_ABSENT = ""  # delta: the client was told the resource does not exist
+
+
+class ProtocolError(Exception):
+    """The stream must end with this gRPC status (the server and other streams carry on)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One response to write: its bytes and what it carries."""
+
+    payload: bytes
+    nonce: str
+    versions: dict[str, str]
+    """name -> version sent ("" for a delta removal)."""
+    started: float | None
+    """Monotonic start of the oldest cache update this response delivers (None if it answers
+    a subscription rather than an update)."""
+
+
+@dataclass(frozen=True)
+class NackRecord:
+    """A rejected response, as reported to logs, metrics and `XdsServer.recent_nacks`."""
+
+    node_id: str
+    view: str
+    mode: str
+    nonce: str
+    versions: dict[str, str]
+    code: int
+    message: str
+    at: float = field(default_factory=time.time)
+
+
+class StreamState:
+    mode = ""
+
+    def __init__(
+        self,
+        cache: XdsCache,
+        node_mapper: NodeMapper,
+        *,
+        api: str,
+        wake: Callable[[], None] = lambda: None,
+        on_ack: Callable[[StreamState, bool], None] | None = None,
+        on_nack: Callable[[NackRecord], None] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.node_mapper = node_mapper
+        self.api = api
+        self._wake = wake
+        self._on_ack = on_ack
+        self._on_nack = on_nack
+        self.node_id = ""
+        self.view: ViewKey | None = None
+        self.explicit: set[str] = set()
+        self.wildcard = False
+        self.sent: dict[str, str] = {}
+        self.acked: dict[str, str] = {}
+        self.nacked: dict[str, str] = {}
+        self.responses = 0
+        self._outstanding: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._dirty: set[str] = set()
+        self._dirty_since: float | None = None
+        self._nonce = 0
+        self._closed = False
+
+    # ---- cache notifications -----------------------------------------------------------------
+
+    def resources_changed(self, names: Sequence[str], started: float) -> None:
+        self._dirty.update(names)
+        if self._dirty_since is None:
+            self._dirty_since = started
+        self._wake()
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    def _identify(self, node: Any | None) -> ViewKey:
+        if node is None:
+            raise ProtocolError(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first request of a stream must carry node"
+            )
+        try:
+            view = self.node_mapper(node)
+        except InvalidNode as e:
+            raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        self.node_id = str(node.id)
+        self.view = view
+        return view
+
+    def _check_type(self, type_url: str) -> None:
+        if type_url == CLA_TYPE_URL or (self.api == EDS and not type_url):
+            return
+        raise ProtocolError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"slate serves only {CLA_TYPE_URL} on this stream, not {type_url!r}",
+        )
+
+    def _resolve(self, nonce: str, error: Any | None) -> None:
+        """ACK or NACK the response with this nonce (no-op for stale/unknown nonces)."""
+        versions = self._outstanding.pop(nonce, None)
+        if versions is None:
+            log.debug("%s", kv("stale_nonce", node=self.node_id, view=self.view, nonce=nonce))
+            return
+        # Responses are processed in order: anything sent before this one is settled too.
+        while self._outstanding and int(next(iter(self._outstanding))) < int(nonce):
+            self._outstanding.popitem(last=False)
+        if error is None:
+            for name, version in versions.items():
+                if version == _ABSENT:
+                    self.acked.pop(name, None)
+                else:
+                    self.acked[name] = version
+                if self.nacked.get(name) not in (None, version):
+                    del self.nacked[name]
+            if self._on_ack is not None:
+                self._on_ack(self, True)
+            return
+        self.nacked.update(versions)
+        record = NackRecord(
+            self.node_id, str(self.view), self.mode, nonce, dict(versions),
+            int(error.code), str(error.message)[:_NACK_MESSAGE_LIMIT],
+        )
+        log.warning(
+            "%s",
+            kv("nack", node=record.node_id, view=record.view, mode=self.mode, nonce=nonce,
+               resources=",".join(f"{n}={v}" for n, v in sorted(versions.items())),
+               code=record.code, detail=record.message),
+        )
+        if self._on_ack is not None:
+            self._on_ack(self, False)
+        if self._on_nack is not None:
+            self._on_nack(record)
+
+    def _set_subscription(self, explicit: set[str], wildcard: bool) -> None:
+        view = self.view
+        assert view is not None
+        added, removed = explicit - self.explicit, self.explicit - explicit
+        self.cache.watch(self, view, added)
+        self.cache.unwatch(self, view, removed)
+        self.explicit = explicit
+        self._dirty |= added
+        if wildcard != self.wildcard:
+            self.wildcard = wildcard
+            if wildcard:
+                self.cache.watch_all(self, view)
+                self._dirty |= self.cache.names(view)
+            else:
+                self.cache.unwatch_all(self, view)
+                removed |= self.cache.names(view) - explicit
+        for name in removed:
+            if not self._wanted(name):
+                self.sent.pop(name, None)
+                self.acked.pop(name, None)  # a rejected version stays rejected
+
+    def _wanted(self, name: str) -> bool:
+        if name in self.explicit:
+            return True
+        return self.wildcard and self.view is not None and name in self.cache.names(self.view)
+
+    # ---- responses ------------------------------------------------------------------------------
+
+    def next_response(self) -> Outgoing | None:
+        """What to send now, if anything; records it as sent."""
+        if not self._dirty or self.view is None or self._closed:
+            return None
+        names = sorted(self._dirty)
+        self._dirty.clear()
+        started, self._dirty_since = self._dirty_since, None
+        out = self._build(names)
+        if out is None:
+            return None
+        payload, versions = out
+        self._nonce += 1
+        nonce = str(self._nonce)
+        self.sent.update(versions)
+        self._outstanding[nonce] = versions
+        if len(self._outstanding) > _MAX_OUTSTANDING:
+            self._outstanding.popitem(last=False)
+        self.responses += 1
+        return Outgoing(with_nonce(payload, nonce), nonce, versions, started)
+
+    def _build(self, names: Sequence[str]) -> tuple[bytes, dict[str, str]] | None:
+        raise NotImplementedError
+
+    def _fresh(self, name: str, res: Resource) -> bool:
+        """Whether `res` should go out: not what this stream has, not what it rejected."""
+        return self.sent.get(name) != res.version and self.nacked.get(name) != res.version
+
+    def close(self) -> None:
+        """Stop watching (the stream ended)."""
+        if self._closed or self.view is None:
+            self._closed = True
+            return
+        self._closed = True
+        self.cache.unwatch(self, self.view, self.explicit)
+        if self.wildcard:
+            self.cache.unwatch_all(self, self.view)
+
+    @property
+    def outstanding(self) -> int:
+        """Responses sent and not yet ACKed or NACKed."""
+        return len(self._outstanding)
+
+
+class SotwStream(StreamState):
+    """State-of-the-world: each request lists the full subscription and (after the first) ACKs or
+    NACKs the response named by `response_nonce`."""
+
+    mode = SOTW
+
+    def on_request(self, req: Any) -> None:
+        first = self.view is None
+        if first:
+            self._identify(req.node if req.HasField("node") else None)
+        self._check_type(req.type_url)
+        if req.response_nonce:
+            self._resolve(req.response_nonce, req.error_detail if req.HasField("error_detail")
+                          else None)
+        names = set(req.resource_names)
+        if WILDCARD in names:
+            names.discard(WILDCARD)
+            wildcard = True
+        else:
+            # Legacy wildcard: an empty first request; it lasts until names are sent.
+            wildcard = (first or self.wildcard) and not names
+        self._set_subscription(names, wildcard)
+
+    def _build(self, names: Sequence[str]) -> tuple[bytes, dict[str, str]] | None:
+        assert self.view is not None
+        out: list[Resource] = []
+        for name in names:
+            wanted = self._wanted(name)
+            if not wanted and name not in self.sent:
+                continue
+            res = self.cache.resource(self.view, name) if wanted else None
+            if res is None:
+                res = self.cache.empty_resource(name)
+            if self._fresh(name, res):
+                out.append(res)
+        if not out:
+            return None
+        body, _version_info = self.cache.sotw_body(out)
+        return body, {r.name: r.version for r in out}
+
+
+class DeltaStream(StreamState):
+    """Incremental: requests carry subscription changes and, separately, ACK/NACK by nonce."""
+
+    mode = DELTA
+
+    def on_request(self, req: Any) -> None:
+        first = self.view is None
+        if first:
+            self._identify(req.node if req.HasField("node") else None)
+        self._check_type(req.type_url)
+        if req.response_nonce:
+            self._resolve(req.response_nonce, req.error_detail if req.HasField("error_detail")
+                          else None)
+        if first:
+            for name, version in req.initial_resource_versions.items():
+                self.sent[name] = version
+                self._dirty.add(name)
+        subscribe = set(req.resource_names_subscribe)
+        unsubscribe = set(req.resource_names_unsubscribe)
+        wildcard = self.wildcard
+        if WILDCARD in subscribe:
+            wildcard = True
+        if WILDCARD in unsubscribe:
+            wildcard = False
+        if first and not subscribe:
+            wildcard = True  # legacy wildcard: lasts until '*' is unsubscribed
+        # Subscribing again to a subscribed name asks for it again (the client may have lost it).
+        again = set() if first else subscribe & self.explicit
+        explicit = (self.explicit | subscribe) - unsubscribe - {WILDCARD}
+        self._set_subscription(explicit, wildcard)
+        for name in again:
+            self.sent.pop(name, None)
+            self._dirty.add(name)
+
+    def _build(self, names: Sequence[str]) -> tuple[bytes, dict[str, str]] | None:
+        assert self.view is not None
+        out: list[Resource] = []
+        removed: list[str] = []
+        for name in names:
+            wanted = self._wanted(name)
+            if not wanted and name not in self.sent:
+                continue
+            res = self.cache.resource(self.view, name) if wanted else None
+            if res is None:
+                if self.sent.get(name) != _ABSENT:
+                    removed.append(name)
+            elif self._fresh(name, res):
+                out.append(res)
+        if not out and not removed:
+            return None
+        body = self.cache.delta_body(out, removed)
+        versions = {r.name: r.version for r in out}
+        versions.update((name, _ABSENT) for name in removed)
+        return body, versions

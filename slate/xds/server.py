@@ -1,0 +1,206 @@
+"""The gRPC server: ADS and EDS, state-of-the-world and delta, over `grpc.aio`.
+
+Each RPC gets a protocol state object (protocol.py) and two tasks: a reader that feeds it requests,
+and the RPC's own task, which sleeps until the state has something to send (a request or a cache
+change woke it) and writes it. Responses are written as pre-assembled bytes (the methods are
+registered with no response serialiser), so a view's resources are serialised once no matter how
+many streams carry them.
+
+A request the protocol refuses (no node, unknown type, a node that maps to no view) ends only that
+stream, with the status the protocol chose; an unexpected exception ends it with INTERNAL.
+The gRPC health service reports SERVING for the server and each xDS service while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from slate.xds.cache import XdsCache
+from slate.xds.logfmt import kv
+from slate.xds.metrics import XdsMetrics
+from slate.xds.protocol import (
+    ADS,
+    DELTA,
+    EDS,
+    SOTW,
+    DeltaStream,
+    NackRecord,
+    ProtocolError,
+    SotwStream,
+    StreamState,
+)
+from slate.xds.views import NodeMapper, plain_envoy_view
+
+log = logging.getLogger("slate.xds.server")
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+EDS_SERVICE = "envoy.service.endpoint.v3.EndpointDiscoveryService"
+
+_SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class XdsServer:
+    """Serves `cache` to Envoy proxies. Start with `await start()`, end with `await stop()`."""
+
+    def __init__(
+        self,
+        cache: XdsCache,
+        *,
+        node_mapper: NodeMapper = plain_envoy_view,
+        metrics: XdsMetrics | None = None,
+        nack_history: int = 100,
+    ) -> None:
+        self.cache = cache
+        self.node_mapper = node_mapper
+        self.metrics = metrics if metrics is not None else (cache.metrics or XdsMetrics())
+        self.streams: set[StreamState] = set()
+        self.recent_nacks: collections.deque[NackRecord] = collections.deque(maxlen=nack_history)
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+
+    async def start(self, address: str = "127.0.0.1:0") -> int:
+        """Listen on `address` (host:port, port 0 = any free port); returns the port."""
+        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        server.add_generic_rpc_handlers(self._handlers())
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        port: int = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        for service in ("", ADS_SERVICE, EDS_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        log.info("%s", kv("listening", address=address.rsplit(":", 1)[0], port=port))
+        return port
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting streams, give live ones `grace` seconds, then cancel them."""
+        if self._server is None:
+            return
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    # ---- RPC plumbing -------------------------------------------------------------------------
+
+    def _handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
+        sotw = discovery_pb2.DiscoveryRequest.FromString
+        delta = discovery_pb2.DeltaDiscoveryRequest.FromString
+
+        def method(behaviour: Any, deserializer: Any) -> grpc.RpcMethodHandler:
+            # No response serialiser: the protocol layer hands over finished bytes.
+            return grpc.stream_stream_rpc_method_handler(
+                behaviour, request_deserializer=deserializer, response_serializer=None
+            )
+
+        ads = {
+            "StreamAggregatedResources": method(self._ads_sotw, sotw),
+            "DeltaAggregatedResources": method(self._ads_delta, delta),
+        }
+        eds = {
+            "StreamEndpoints": method(self._eds_sotw, sotw),
+            "DeltaEndpoints": method(self._eds_delta, delta),
+        }
+        return (
+            grpc.method_handlers_generic_handler(ADS_SERVICE, ads),
+            grpc.method_handlers_generic_handler(EDS_SERVICE, eds),
+        )
+
+    async def _ads_sotw(self, requests: AsyncIterator[Any], context: Any) -> None:
+        await self._serve(requests, context, ADS, SOTW)
+
+    async def _ads_delta(self, requests: AsyncIterator[Any], context: Any) -> None:
+        await self._serve(requests, context, ADS, DELTA)
+
+    async def _eds_sotw(self, requests: AsyncIterator[Any], context: Any) -> None:
+        await self._serve(requests, context, EDS, SOTW)
+
+    async def _eds_delta(self, requests: AsyncIterator[Any], context: Any) -> None:
+        await self._serve(requests, context, EDS, DELTA)
+
+    async def _serve(
+        self, requests: AsyncIterator[Any], context: Any, api: str, mode: str
+    ) -> None:
+        wake = asyncio.Event()
+        kind = SotwStream if mode == SOTW else DeltaStream
+        stream = kind(
+            self.cache, self.node_mapper, api=api, wake=wake.set,
+            on_ack=self._count_ack, on_nack=self.recent_nacks.append,
+        )
+        self.streams.add(stream)
+        state: dict[str, Any] = {"ended": False, "error": None}
+
+        async def read() -> None:
+            try:
+                async for req in requests:
+                    was_new = stream.view is None
+                    stream.on_request(req)
+                    if was_new:
+                        self._count_stream(stream, +1)
+                    wake.set()
+            except ProtocolError as e:
+                state["error"] = e
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError:
+                pass  # the peer went away
+            except Exception:
+                log.exception("%s", kv("stream_failed", node=stream.node_id, view=stream.view))
+                state["error"] = ProtocolError(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                state["ended"] = True
+                wake.set()
+
+        reader = asyncio.create_task(read())
+        pushes = self.metrics.pushes.labels(mode)
+        latency = self.metrics.push_latency.labels(mode)
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                error: ProtocolError | None = state["error"]
+                if error is not None:
+                    self.metrics.stream_errors.labels(error.code.name).inc()
+                    log.info("%s", kv("stream_refused", node=stream.node_id, api=api, mode=mode,
+                                      code=error.code.name, reason=error.message))
+                    await context.abort(error.code, error.message)
+                if state["ended"]:
+                    return
+                while (out := stream.next_response()) is not None:
+                    await context.write(out.payload)
+                    pushes.inc()
+                    if out.started is not None:
+                        latency.observe(time.monotonic() - out.started)
+        finally:
+            reader.cancel()
+            stream.close()
+            self.streams.discard(stream)
+            if stream.view is not None:
+                self._count_stream(stream, -1)
+
+    def _count_stream(self, stream: StreamState, delta: int) -> None:
+        self.metrics.streams.labels(stream.api, stream.mode, str(stream.view)).inc(delta)
+
+    def _count_ack(self, stream: StreamState, ok: bool) -> None:
+        counter = self.metrics.acks if ok else self.metrics.nacks
+        counter.labels(stream.mode, str(stream.view)).inc()

@@ -1,0 +1,57 @@
+"""Which view a proxy gets: the node -> view-key mapping.
+
+A *view* is everything one group of proxies should see: the `ClusterLoadAssignment`s computed for
+one source service in one source cluster. All sidecars of a service in a cluster share a view, so
+the server builds and serialises each view's resources once and sends the same bytes to all of them.
+
+The mapping from an Envoy `Node` to a `ViewKey` is a plain function so that other deployments can
+plug in their own: `plain_envoy_view` reads what a hand-configured Envoy sets (`--service-cluster`
+and the bootstrap locality); an Istio mapping (node metadata such as the workload's `app` label and
+`CLUSTER_ID`) belongs to the operator and only needs to be another `NodeMapper`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slate.model.routing import INGRESS
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class ViewKey:
+    """The source service and source cluster whose routes a proxy enforces."""
+
+    service: str
+    cluster: str
+
+    def __str__(self) -> str:
+        return f"{self.service}@{self.cluster}"
+
+
+class InvalidNode(ValueError):
+    """The node of a stream does not say which view it belongs to (the stream is refused)."""
+
+
+NodeMapper = Callable[[Any], ViewKey]
+"""Maps an `envoy.config.core.v3.Node` to its view; raises `InvalidNode` if it cannot."""
+
+
+def plain_envoy_view(node: Any) -> ViewKey:
+    """The view of a plain Envoy: `node.cluster` = source service, `node.locality.region` = cluster.
+
+    Gateways use the source service `ingress`, as in the route file.
+    """
+    service = str(node.cluster)
+    region = str(node.locality.region)
+    if not service:
+        raise InvalidNode(
+            f"node.cluster is empty (node id {node.id!r}): set it to the source service "
+            f"(e.g. envoy --service-cluster frontend, or {INGRESS!r} for a gateway)"
+        )
+    if not region:
+        raise InvalidNode(
+            f"node.locality.region is empty (node id {node.id!r}): set it to the source cluster"
+        )
+    return ViewKey(service, region)
