@@ -198,6 +198,8 @@ class StaticEndpointSource:
         return self._current
 
     async def updates(self) -> AsyncIterator[EndpointSet]:
-        async for eps in watch_file(self.path, load_endpoints, self.poll_interval, self._signature):
+        async for eps in watch_file(
+            self.path, load_endpoints, self.poll_interval, self._signature, self.on_reject
+        ):
             self._current = eps
             yield eps

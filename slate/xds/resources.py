@@ -65,8 +65,8 @@ def integer_weights(weights: Mapping[str, float], total: int = 10_000) -> dict[s
         return {}
     if len(positive) > total:
         raise ValueError(f"cannot give {len(positive)} positive weights at least 1 out of {total}")
-    scale = total / sum(positive.values())
-    exact = {c: w * scale for c, w in positive.items()}
+    s = sum(positive.values())
+    exact = {c: w / s * total for c, w in positive.items()}
     ints = {c: max(1, math.floor(x)) for c, x in exact.items()}
     short = total - sum(ints.values())
     if short > 0:
