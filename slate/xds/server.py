@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from slate.xds.cache import XdsCache
@@ -160,6 +161,10 @@ class XdsServer:
                     wake.set()
             except ProtocolError as e:
                 state["error"] = e
+            except DecodeError as e:
+                state["error"] = ProtocolError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {e}"
+                )
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError:

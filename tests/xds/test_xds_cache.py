@@ -127,5 +127,6 @@ def test_metrics_track_generation_and_resource_versions() -> None:
     cache.set_routing(split_routing({"us-east": 1}, {"us-east": 1}))
     get = metrics.registry.get_sample_value
     assert get("slate_xds_cache_generation") == cache.generation == 2
-    assert get("slate_xds_resource_generation", {"view": "frontend@us-west", "resource": "cart"}) == 2
+    labels = {"view": "frontend@us-west", "resource": "cart"}
+    assert get("slate_xds_resource_generation", labels) == 2
     assert get("slate_xds_cache_updates_total") == 1

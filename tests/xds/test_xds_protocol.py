@@ -12,8 +12,8 @@ from xds_testlib import (
     node,
     parse_delta,
     parse_sotw,
-    split_routing,
     sotw,
+    split_routing,
 )
 
 from slate.xds.cache import XdsCache
@@ -193,7 +193,7 @@ def test_sotw_legacy_and_explicit_wildcard() -> None:
     assert s2.wildcard
 
 
-# ---- delta ----------------------------------------------------------------------------------------
+# ---- delta -------------------------------------------------------------------------------------
 
 
 def test_delta_subscribe_push_nack_and_unsubscribe() -> None:

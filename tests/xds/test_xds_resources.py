@@ -1,4 +1,4 @@
-"""Routing + endpoints -> CLA: integer weights, the unrouted/averaged cases, priorities, metadata."""
+"""Routing + endpoints -> CLA: integer weights, unrouted and averaged cases, priorities."""
 
 from __future__ import annotations
 
