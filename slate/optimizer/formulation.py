@@ -17,8 +17,10 @@ Constraints:
             convex queueing cost q_s (from the latency model): an outer approximation, so the LP's
             optimum is a lower bound on every routing's objective.
 
-Objective, divided by the total ingress rate:  sum_s (w[s] + t[s])  +  sum y[k, d] * rtt(c_k, d)
+Objective (scenario-format.md: mean latency ms + cost_weight * egress USD/hour):
+  (sum_s (w[s] + t[s])  +  sum y[k, d] * rtt(c_k, d)) / total ingress rate
   + cost_weight * egress USD/hour of y[k, d] (request bytes priced c_k -> d, response d -> c_k).
+The egress term is a total, not a mean: it is not divided by the ingress rate.
 
 A key that aggregates calls from several endpoints of its source service prices bytes at the mean
 request/response size of those calls, weighted by their rates; `solve()` re-estimates those means
@@ -119,8 +121,9 @@ class Formulation:
         usd_h = (req_kb * self.egress_price[0] + resp_kb * self.egress_price[1]) * (
             GB_PER_KB * SECONDS_PER_HOUR
         )
-        c = np.concatenate([self.rtt_cost + cw * usd_h, np.ones(self.n_s), np.ones(self.n_s)])
-        out: FArray = c / self.total_rps
+        latency = np.concatenate([self.rtt_cost, np.ones(self.n_s), np.ones(self.n_s)])
+        out: FArray = latency / self.total_rps
+        out[: self.n_y] += cw * usd_h
         return out
 
     def inequalities(self) -> tuple[sp.csr_matrix, FArray]:
