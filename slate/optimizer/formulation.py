@@ -3,22 +3,30 @@
 Variables (all >= 0):
   y[k, d]  calls per second on route key k = (source service, source cluster c_k, destination
            endpoint) that go to destination cluster d (one column per cluster hosting the endpoint);
-  w[s]     work of station s = (service, cluster), ms of service per second;
-  t[s]     the station's queueing cost, request-ms per second (epigraph variable).
+  L[e, c]  requests per second reaching endpoint e in cluster c (one column per pair some key can
+           send to);
+  z[s, j]  the work of station s = (service, cluster), ms of service per second, that falls in
+           piece j of the station's cost curve (below).
 
-Constraints:
+Constraints (equalities; everything else is a bound on a variable):
   flow      sum_d y[k, d] = rps of k                                       (ingress keys)
-            sum_d y[k, d] = sum_e per_request(e -> to_k) * load(e, c_k)    (service keys)
-            where load(e, c) = sum of y[k', c] over keys k' into endpoint e;
-  work      w[s] = sum_e service_ms_e * load(e, cluster of s);
+            sum_d y[k, d] = sum_e per_request(e -> to_k) * L[e, c_k]       (service keys)
+  load      L[e, c] = sum of y[k, c] over keys k into endpoint e;
+  work      w[s] = sum_j z[s, j] = sum_e service_ms_e * L[e, cluster of s];
   capacity  w[s] <= u_s * capacity_s   (u_s = max_utilization, or the least reachable utilization
-            of a service that cannot fit; see capacity.py);
-  tangents  t[s] >= q_s(w_j) + q_s'(w_j) (w[s] - w_j) for tangent points w_j of the station's
-            convex queueing cost q_s (from the latency model): an outer approximation, so the LP's
-            optimum is a lower bound on every routing's objective.
+            of a service that cannot fit; see capacity.py): the pieces end there.
+
+Station cost: w[s] + q_s(w[s]) request-ms per second, where q_s, the queueing cost from the latency
+model, is convex. The LP uses the upper envelope of the tangents of q_s at points w_j (and of 0):
+an outer approximation, so the LP's optimum is a lower bound on every routing's objective. The
+envelope is convex and piecewise linear on [0, u_s * capacity_s]; its pieces are the columns
+z[s, j], bounded by the piece's length and costing 1 + the piece's slope per unit. Slopes increase
+from piece to piece, so a minimum fills them in order and pays exactly the envelope: this is the
+epigraph `t[s] >= every tangent` without a row per tangent, which keeps the LP small (one row per
+key, per loaded endpoint and per station, however many tangents) and lets solve() start with many.
 
 Objective (scenario-format.md: mean latency ms + cost_weight * egress USD/hour):
-  (sum_s (w[s] + t[s])  +  sum y[k, d] * rtt(c_k, d)) / total ingress rate
+  (sum_s (w[s] + q_s(w[s]))  +  sum y[k, d] * rtt(c_k, d)) / total ingress rate
   + cost_weight * egress USD/hour of y[k, d] (request bytes priced c_k -> d, response d -> c_k).
 The egress term is a total, not a mean: it is not divided by the ingress rate.
 
@@ -29,6 +37,7 @@ from each round's loads. This is the only approximation beside the tangents.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -45,16 +54,9 @@ from slate.optimizer.keys import RouteKey, route_keys
 
 GB_PER_KB = 1e-6
 SECONDS_PER_HOUR = 3600.0
+INITIAL_TANGENTS = 40
 FArray = npt.NDArray[np.float64]
 IArray = npt.NDArray[np.int64]
-
-
-@dataclass
-class _CallSource:
-    endpoint: str
-    per_request: float
-    request_kb: float
-    response_kb: float
 
 
 @dataclass
@@ -64,7 +66,95 @@ class StationSpec:
     model: StationModel
     max_work: float  # capacity bound on w
     priced: bool  # False for stations that saturate under any routing (their cost is infinite)
-    tangents: list[float] = field(default_factory=list)  # work points already in the LP
+    tangents: list[float] = field(default_factory=list)  # work points already in the LP, sorted
+    lines: list[tuple[float, float]] = field(default_factory=list)
+    """(slope, intercept) of the tangent at each point of `tangents`, in the same order."""
+    _pieces: tuple[list[float], list[float], float] | None = field(default=None, repr=False)
+
+    def add_tangent(self, work: float) -> bool:
+        """Add the tangent of the queueing cost at `work`; False if it is not usable or too close
+        to one already there."""
+        if not self.priced or work < 0 or work >= self.model.capacity:
+            return False
+        i = bisect.bisect_left(self.tangents, work)
+        near = 1e-9 * max(1.0, self.max_work)
+        if (i > 0 and work - self.tangents[i - 1] <= near) or (
+            i < len(self.tangents) and self.tangents[i] - work <= near
+        ):
+            return False
+        q = self.model.queue_cost(work)
+        g = self.model.queue_slope(work)
+        if not (math.isfinite(q) and math.isfinite(g)):
+            return False
+        self.tangents.insert(i, work)
+        self.lines.insert(i, (g, q - g * work))
+        self._pieces = None
+        return True
+
+    def pieces(self) -> tuple[list[float], list[float], float]:
+        """The LP's cost curve: (lengths, slopes) of the pieces of the envelope of the tangents
+        (and of 0) over [0, max_work], and the envelope's value at 0."""
+        if self._pieces is None:
+            self._pieces = _envelope(self.lines, self.max_work, self.priced)
+        return self._pieces
+
+
+def _envelope(
+    lines: list[tuple[float, float]], top: float, priced: bool
+) -> tuple[list[float], list[float], float]:
+    if top <= 0:
+        return [], [], 0.0
+    if not priced:
+        return [top], [0.0], 0.0
+    hull: list[tuple[float, float]] = []  # envelope lines, slopes increasing
+    starts: list[float] = []  # where each envelope line starts to be the highest
+    for a, b in sorted({(0.0, 0.0), *lines}):
+        if hull and hull[-1][0] == a:  # same slope, and this intercept is at least as high
+            hull.pop()
+            starts.pop()
+        start = -math.inf
+        while hull:
+            a0, b0 = hull[-1]
+            start = (b0 - b) / (a - a0)  # where this line overtakes the last one
+            if start > starts[-1]:
+                break
+            hull.pop()
+            starts.pop()
+            start = -math.inf
+        hull.append((a, b))
+        starts.append(start)
+    lengths: list[float] = []
+    slopes: list[float] = []
+    for i, (a, _b) in enumerate(hull):
+        lo = max(starts[i], 0.0)
+        hi = min(starts[i + 1] if i + 1 < len(hull) else math.inf, top)
+        if hi > lo:
+            lengths.append(hi - lo)
+            slopes.append(a)
+    return lengths, slopes, max(b for _a, b in hull)
+
+
+@dataclass(frozen=True)
+class Program:
+    """One round's LP, for `scipy.optimize.linprog`: minimise c x + offset subject to
+    a_eq x = b_eq and bounds."""
+
+    c: FArray
+    a_eq: sp.csc_matrix
+    b_eq: FArray
+    bounds: FArray  # shape (n, 2)
+    offset: float
+    piece_station: IArray  # station of each piece column
+    piece_slope: FArray  # slope of the queueing cost on each piece
+    station_offset: FArray  # per station: the envelope's value at zero work
+
+    @property
+    def n_vars(self) -> int:
+        return len(self.c)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.b_eq)
 
 
 @dataclass
@@ -74,103 +164,129 @@ class Formulation:
     scenario: Scenario
     keys: list[RouteKey]
     key_dsts: list[list[int]]  # per key: destination cluster indices, in column order
-    y_key: IArray  # column -> key index
-    y_dst: IArray  # column -> destination cluster index
+    y_key: IArray  # y column -> key index
+    y_dst: IArray  # y column -> destination cluster index
     stations: list[StationSpec]
-    a_eq: sp.csr_matrix
+    load_index: dict[tuple[str, int], int]  # (endpoint, cluster index) -> L column - n_y
+    fixed: tuple[IArray, IArray, FArray]  # (rows, cols, values) of every entry but the pieces'
     b_eq: FArray
     rtt_cost: FArray  # per y column, ms per call
     egress_price: tuple[FArray, FArray]  # per y column: USD/GB for request bytes, response bytes
-    sources: list[list[_CallSource]]  # per key: the calls it aggregates (empty for ingress keys)
     key_kb: FArray  # per key: (request_kb, response_kb) currently used for pricing; shape (K, 2)
-    into: dict[tuple[str, int], list[int]]  # (endpoint, cluster index) -> y columns
+    sources: tuple[IArray, IArray, FArray, FArray, FArray, FArray]
+    """Calls of the keys that aggregate several: (key, L column - n_y or -1, per_request,
+    request_kb, response_kb, routing-independent rps of the calling endpoint)."""
     total_rps: float
-    tangent_rows: list[tuple[int, float, float]] = field(default_factory=list)
-    """(station, slope, intercept): t[s] >= slope * w[s] + intercept."""
 
     @property
     def n_y(self) -> int:
         return len(self.y_key)
 
     @property
+    def n_l(self) -> int:
+        return len(self.load_index)
+
+    @property
     def n_s(self) -> int:
         return len(self.stations)
 
     @property
-    def n_vars(self) -> int:
-        return self.n_y + 2 * self.n_s
+    def n_rows(self) -> int:
+        return len(self.keys) + self.n_l + self.n_s
 
     def add_tangent(self, s: int, work: float) -> bool:
-        spec = self.stations[s]
-        if not spec.priced or work < 0 or work >= spec.model.capacity:
-            return False
-        if any(abs(work - p) <= 1e-9 * max(1.0, spec.max_work) for p in spec.tangents):
-            return False
-        q = spec.model.queue_cost(work)
-        g = spec.model.queue_slope(work)
-        if not (math.isfinite(q) and math.isfinite(g)):
-            return False
-        spec.tangents.append(work)
-        self.tangent_rows.append((s, g, q - g * work))
-        return True
+        return self.stations[s].add_tangent(work)
 
-    def objective_vector(self) -> FArray:
+    def egress_cost(self) -> FArray:
+        """Per y column: cost_weight * USD/hour of one call per second."""
         cw = self.scenario.objective.cost_weight_ms_per_usd_hour
         req_kb = self.key_kb[self.y_key, 0]
         resp_kb = self.key_kb[self.y_key, 1]
         usd_h = (req_kb * self.egress_price[0] + resp_kb * self.egress_price[1]) * (
             GB_PER_KB * SECONDS_PER_HOUR
         )
-        latency = np.concatenate([self.rtt_cost, np.ones(self.n_s), np.ones(self.n_s)])
-        out: FArray = latency / self.total_rps
-        out[: self.n_y] += cw * usd_h
+        out: FArray = cw * usd_h
         return out
 
-    def inequalities(self) -> tuple[sp.csr_matrix, FArray]:
-        """Tangent rows as A_ub x <= b_ub: slope * w[s] - t[s] <= -intercept."""
-        m = len(self.tangent_rows)
-        rows = np.repeat(np.arange(m), 2)
-        cols = np.empty(2 * m, dtype=np.int64)
-        vals = np.empty(2 * m)
-        b = np.empty(m)
-        for i, (s, slope, icpt) in enumerate(self.tangent_rows):
-            cols[2 * i], cols[2 * i + 1] = self.n_y + s, self.n_y + self.n_s + s
-            vals[2 * i], vals[2 * i + 1] = slope, -1.0
-            b[i] = -icpt
-        return sp.csr_matrix((vals, (rows, cols)), shape=(m, self.n_vars)), b
-
-    def bounds(self) -> FArray:
-        b = np.zeros((self.n_vars, 2))
-        b[:, 1] = np.inf
+    def program(self) -> Program:
+        """The LP with the current tangents and byte sizes."""
+        n_y, n_l, n_s = self.n_y, self.n_l, self.n_s
+        first_station_row = len(self.keys) + n_l
+        lengths: list[float] = []
+        slopes: list[float] = []
+        owner: list[int] = []
+        station_offset = np.zeros(n_s)
         for s, spec in enumerate(self.stations):
-            b[self.n_y + s, 1] = spec.max_work
-            if not spec.priced:
-                b[self.n_y + self.n_s + s, 1] = 0.0
-        return b
+            ls, gs, at_zero = spec.pieces()
+            lengths += ls
+            slopes += gs
+            owner += [s] * len(ls)
+            station_offset[s] = at_zero
+        n_p = len(lengths)
+        piece_station = np.array(owner, dtype=np.int64)
+        piece_slope = np.array(slopes, dtype=float)
+        rows, cols, vals = self.fixed
+        a_eq = sp.csc_matrix(
+            (
+                np.concatenate([vals, np.ones(n_p)]),
+                (
+                    np.concatenate([rows, first_station_row + piece_station]),
+                    np.concatenate([cols, n_y + n_l + np.arange(n_p)]),
+                ),
+            ),
+            shape=(self.n_rows, n_y + n_l + n_p),
+        )
+        c = np.concatenate(
+            [
+                self.rtt_cost / self.total_rps + self.egress_cost(),
+                np.zeros(n_l),
+                (1.0 + piece_slope) / self.total_rps,
+            ]
+        )
+        bounds = np.zeros((len(c), 2))
+        bounds[: n_y + n_l, 1] = np.inf
+        bounds[n_y + n_l :, 1] = lengths
+        return Program(
+            c=c,
+            a_eq=a_eq,
+            b_eq=self.b_eq,
+            bounds=bounds,
+            offset=float(station_offset.sum()) / self.total_rps,
+            piece_station=piece_station,
+            piece_slope=piece_slope,
+            station_offset=station_offset,
+        )
 
-    def loads(self, x: FArray) -> dict[tuple[str, int], float]:
-        return {k: float(x[cols].sum()) for k, cols in self.into.items()}
+    def station_work(self, lp: Program, x: FArray) -> tuple[FArray, FArray]:
+        """Per station at solution x: the work w and the LP's queueing cost (the envelope)."""
+        z = x[self.n_y + self.n_l :]
+        w = np.bincount(lp.piece_station, weights=z, minlength=self.n_s)
+        q = np.bincount(lp.piece_station, weights=z * lp.piece_slope, minlength=self.n_s)
+        return w.astype(float), lp.station_offset + q
 
-    def update_byte_sizes(self, loads: dict[tuple[str, int], float] | None) -> None:
-        """Price each aggregated key at its calls' rate-weighted mean sizes."""
-        totals = endpoint_totals(self.scenario) if loads is None else None
-        for i, srcs in enumerate(self.sources):
-            if len(srcs) < 2:
-                continue
-            c = self.scenario.topology.index(self.keys[i].from_cluster)
-            if loads is not None:
-                rates = [s.per_request * loads.get((s.endpoint, c), 0.0) for s in srcs]
-            else:
-                assert totals is not None
-                rates = [s.per_request * totals.get(s.endpoint, 0.0) for s in srcs]
-            if sum(rates) <= 0:
-                rates = [s.per_request for s in srcs]
-            tot = sum(rates)
-            if tot <= 0:
-                continue
-            pairs = list(zip(rates, srcs, strict=True))
-            self.key_kb[i, 0] = sum(r * s.request_kb for r, s in pairs) / tot
-            self.key_kb[i, 1] = sum(r * s.response_kb for r, s in pairs) / tot
+    def loads(self, x: FArray) -> FArray:
+        """Requests per second per (endpoint, cluster), indexed like `load_index`."""
+        out: FArray = x[self.n_y : self.n_y + self.n_l]
+        return out
+
+    def update_byte_sizes(self, loads: FArray | None) -> None:
+        """Price each aggregated key at its calls' rate-weighted mean sizes (from `loads`, or from
+        the routing-independent endpoint totals when None)."""
+        key, lcol, mult, req, resp, total = self.sources
+        if len(key) == 0:
+            return
+        if loads is None:
+            rates = mult * total
+        else:
+            rates = mult * np.where(lcol >= 0, loads[np.maximum(lcol, 0)], 0.0)
+        n_k = len(self.keys)
+        by_key = np.bincount(key, weights=rates, minlength=n_k)
+        rates = np.where(by_key[key] > 0, rates, mult)  # no traffic yet: weigh by per_request
+        by_key = np.bincount(key, weights=rates, minlength=n_k)
+        priced = np.unique(key[by_key[key] > 0])
+        for col, kb in ((0, req), (1, resp)):
+            mean = np.bincount(key, weights=rates * kb, minlength=n_k)
+            self.key_kb[priced, col] = mean[priced] / by_key[priced]
 
 
 def build(
@@ -178,6 +294,7 @@ def build(
     latency: LatencyModel,
     utilization_caps: dict[str, float] | None = None,
     unpriced: set[str] | None = None,
+    initial_tangents: int = INITIAL_TANGENTS,
 ) -> Formulation:
     """Build the LP. `utilization_caps` overrides max_utilization per service (for services that
     cannot fit); `unpriced` services saturate under any routing and get no queueing cost."""
@@ -188,6 +305,7 @@ def build(
     rtt = topo.rtt_matrix()
     price = topo.egress_matrix()
     keys = route_keys(scenario)
+    n_k = len(keys)
 
     ingress_rps: dict[tuple[str, str], float] = defaultdict(float)
     ingress_kb: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
@@ -199,21 +317,18 @@ def build(
             acc[1] += rps * demand.response_kb
             acc[2] += rps
 
-    key_dsts: list[list[int]] = []
-    y_key: list[int] = []
-    y_dst: list[int] = []
-    into: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for i, k in enumerate(keys):
-        dsts = [cidx[c] for c in app.service_of(k.to).clusters]
-        key_dsts.append(dsts)
-        for d in dsts:
-            into[(k.to, d)].append(len(y_key))
-            y_key.append(i)
-            y_dst.append(d)
-    yk = np.array(y_key, dtype=np.int64)
-    yd = np.array(y_dst, dtype=np.int64)
-    ysrc = np.array([cidx[keys[i].from_cluster] for i in y_key], dtype=np.int64)
+    # y columns, key by key, and the load column of every (endpoint, cluster) they reach.
+    clusters_of = {s.name: [cidx[c] for c in s.clusters] for s in app.services}
+    key_dsts = [clusters_of[app.service_of(k.to).name] for k in keys]
+    counts = np.array([len(d) for d in key_dsts], dtype=np.int64)
+    y_key = np.repeat(np.arange(n_k, dtype=np.int64), counts)
+    y_dst = np.array([d for dsts in key_dsts for d in dsts], dtype=np.int64)
     n_y = len(y_key)
+    load_index: dict[tuple[str, int], int] = {}
+    y_load = np.empty(n_y, dtype=np.int64)
+    for col, (i, d) in enumerate(zip(y_key.tolist(), y_dst.tolist(), strict=True)):
+        y_load[col] = load_index.setdefault((keys[i].to, d), len(load_index))
+    n_l = len(load_index)
 
     stations: list[StationSpec] = []
     for svc in app.services:
@@ -223,89 +338,133 @@ def build(
             stations.append(
                 StationSpec(svc.name, c, model, u * model.capacity, svc.name not in unpriced)
             )
-    n_s = len(stations)
 
-    rows: list[int] = []
-    cols: list[int] = []
-    vals: list[float] = []
-    b_eq = np.zeros(len(keys) + n_s)
-    sources: list[list[_CallSource]] = []
-    key_kb = np.zeros((len(keys), 2))
-    col_start = 0
+    # Flow rows: +y of the key, -per_request * L of the calling endpoints in the key's cluster.
+    rows: list[IArray] = [y_key, n_k + y_load]
+    cols: list[IArray] = [np.arange(n_y, dtype=np.int64)] * 2
+    vals: list[FArray] = [np.ones(n_y), -np.ones(n_y)]
+    # Load rows: +L.
+    rows.append(n_k + np.arange(n_l, dtype=np.int64))
+    cols.append(n_y + np.arange(n_l, dtype=np.int64))
+    vals.append(np.ones(n_l))
+    b_eq = np.zeros(n_k + n_l + len(stations))
+    key_kb = np.zeros((n_k, 2))
+    totals = endpoint_totals(scenario)
+    callers: dict[str, dict[str, list[tuple[str, float, float, float]]]] = {}
+    for svc in app.services:
+        by_dst: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
+        for e in svc.endpoints:
+            for call in e.calls:
+                by_dst[call.to].append((e.id, call.per_request, call.request_kb, call.response_kb))
+        callers[svc.name] = by_dst
+    f_rows: list[int] = []
+    f_cols: list[int] = []
+    f_vals: list[float] = []
+    src: tuple[list[int], list[int], list[float], list[float], list[float], list[float]] = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
     for i, k in enumerate(keys):
-        n = len(key_dsts[i])
-        rows.extend([i] * n)
-        cols.extend(range(col_start, col_start + n))
-        vals.extend([1.0] * n)
-        col_start += n
-        srcs: list[_CallSource] = []
         if k.from_service == INGRESS:
             b_eq[i] = ingress_rps[(k.from_cluster, k.to)]
             acc = ingress_kb[(k.from_cluster, k.to)]
             if acc[2] > 0:
                 key_kb[i] = (acc[0] / acc[2], acc[1] / acc[2])
-        else:
-            src_c = cidx[k.from_cluster]
-            per_endpoint: dict[str, float] = defaultdict(float)
-            for e in app.service(k.from_service).endpoints:
-                for call in e.calls:
-                    if call.to == k.to:
-                        per_endpoint[e.id] += call.per_request
-                        srcs.append(
-                            _CallSource(e.id, call.per_request, call.request_kb, call.response_kb)
-                        )
-            for eid, mult in per_endpoint.items():
-                for col in into.get((eid, src_c), []):
-                    rows.append(i)
-                    cols.append(col)
-                    vals.append(-mult)
-            if srcs:
-                key_kb[i] = (srcs[0].request_kb, srcs[0].response_kb)
-        sources.append(srcs)
+            continue
+        src_c = cidx[k.from_cluster]
+        calls = callers[k.from_service][k.to]
+        per_endpoint: dict[str, float] = defaultdict(float)
+        for eid, mult, _rq, _rs in calls:
+            per_endpoint[eid] += mult
+        for eid, mult in per_endpoint.items():
+            lcol = load_index.get((eid, src_c))
+            if lcol is not None:
+                f_rows.append(i)
+                f_cols.append(n_y + lcol)
+                f_vals.append(-mult)
+        key_kb[i] = calls[0][2:4]
+        if len(calls) > 1:
+            for eid, mult, rq, rs in calls:
+                src[0].append(i)
+                src[1].append(load_index.get((eid, src_c), -1))
+                src[2].append(mult)
+                src[3].append(rq)
+                src[4].append(rs)
+                src[5].append(totals.get(eid, 0.0))
+    # Work rows: -service_ms * L of the station's endpoints (+ its pieces, added per round).
     for s, spec in enumerate(stations):
-        row = len(keys) + s
-        rows.append(row)
-        cols.append(n_y + s)
-        vals.append(1.0)
         st_c = cidx[spec.cluster]
         for e in app.service(spec.service).endpoints:
-            for col in into.get((e.id, st_c), []):
-                rows.append(row)
-                cols.append(col)
-                vals.append(-e.service_ms)
-    a_eq = sp.csr_matrix((vals, (rows, cols)), shape=(len(keys) + n_s, n_y + 2 * n_s))
+            lcol = load_index.get((e.id, st_c))
+            if lcol is not None:
+                f_rows.append(n_k + n_l + s)
+                f_cols.append(n_y + lcol)
+                f_vals.append(-e.service_ms)
+    rows.append(np.array(f_rows, dtype=np.int64))
+    cols.append(np.array(f_cols, dtype=np.int64))
+    vals.append(np.array(f_vals, dtype=float))
 
+    ysrc = np.array([cidx[k.from_cluster] for k in keys], dtype=np.int64)[y_key]
     f = Formulation(
         scenario=scenario,
         keys=keys,
         key_dsts=key_dsts,
-        y_key=yk,
-        y_dst=yd,
+        y_key=y_key,
+        y_dst=y_dst,
         stations=stations,
-        a_eq=a_eq,
+        load_index=load_index,
+        fixed=(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)),
         b_eq=b_eq,
-        rtt_cost=rtt[ysrc, yd],
+        rtt_cost=rtt[ysrc, y_dst],
         egress_price=(
-            np.where(ysrc != yd, price[ysrc, yd], 0.0),
-            np.where(ysrc != yd, price[yd, ysrc], 0.0),
+            np.where(ysrc != y_dst, price[ysrc, y_dst], 0.0),
+            np.where(ysrc != y_dst, price[y_dst, ysrc], 0.0),
         ),
-        sources=sources,
         key_kb=key_kb,
-        into=dict(into),
+        sources=(
+            np.array(src[0], dtype=np.int64),
+            np.array(src[1], dtype=np.int64),
+            np.array(src[2], dtype=float),
+            np.array(src[3], dtype=float),
+            np.array(src[4], dtype=float),
+            np.array(src[5], dtype=float),
+        ),
         total_rps=scenario.total_rps,
     )
     f.update_byte_sizes(None)
-    for s, spec in enumerate(stations):
-        for w in initial_tangent_points(spec.max_work / spec.model.capacity, spec.model.capacity):
-            f.add_tangent(s, w)
+    # Stations of one size and cap start with the same tangents (and so the same pieces).
+    first: dict[tuple[StationModel, float, bool], StationSpec] = {}
+    for spec in stations:
+        seen = first.get((spec.model, spec.max_work, spec.priced))
+        if seen is None:
+            points = initial_tangent_points(
+                spec.max_work / spec.model.capacity, spec.model.capacity, initial_tangents
+            )
+            for w in points:
+                spec.add_tangent(w)
+            spec.pieces()
+            first[(spec.model, spec.max_work, spec.priced)] = spec
+        else:
+            spec.tangents = list(seen.tangents)
+            spec.lines = list(seen.lines)
+            spec._pieces = seen._pieces
     return f
 
 
-def initial_tangent_points(max_rho: float, capacity: float, count: int = 12) -> list[float]:
-    """Work points from 0 to the cap, spaced geometrically in (1 - rho): dense near saturation,
-    where the queueing cost bends hardest."""
+def initial_tangent_points(
+    max_rho: float, capacity: float, count: int = INITIAL_TANGENTS
+) -> list[float]:
+    """Work points from 0 to the cap, spaced evenly in 1 / sqrt(1 - rho): dense near saturation,
+    where the queueing cost bends hardest. A cost with a pole at saturation, like M/M/c's
+    ~1 / (1 - rho), curves like (1 - rho)^-3, and a tangent envelope misses it by about
+    curvature * spacing^2 / 8 between two points: this spacing makes that miss the same all the
+    way to the cap (geometric spacing in 1 - rho leaves it growing as 1 / (1 - rho))."""
     top = min(max_rho, 1.0 - 1e-6)
     if top <= 0:
         return [0.0]
-    gaps = np.geomspace(1.0, 1.0 - top, count)
-    return [float((1.0 - g) * capacity) for g in gaps]
+    u = np.linspace(1.0, 1.0 / math.sqrt(1.0 - top), count)
+    return [float((1.0 - 1.0 / v**2) * capacity) for v in u]

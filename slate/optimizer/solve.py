@@ -1,10 +1,14 @@
 """solve(): the optimal routing, by cutting planes over the LP of formulation.py.
 
-Each round solves the LP with scipy's HiGHS, then tightens it where it was loose: a tangent at
-every station whose queueing cost the LP underestimated, and aggregated keys re-priced at the
-byte sizes of the round's loads. It stops when the LP's underestimate of the evaluated objective
-is below `tolerance` (relative), so `bound` (the last LP objective) and the evaluated objective of
-the returned routing bracket the optimum.
+Each round solves the LP with scipy's HiGHS, then measures what the LP misjudged about its own
+routing: the queueing cost its tangents underestimate, and the egress of aggregated keys priced at
+the previous round's byte sizes. It stops when that is below `tolerance` (relative), so `bound`
+(the last LP objective) and the evaluated objective of the returned routing bracket the optimum;
+otherwise it adds a tangent at every station the LP underestimated, re-prices the byte sizes at
+the round's loads and goes again. The returned routing is the best of the rounds by its exact
+objective. Re-priced byte sizes can swing the LP between two routings; it stops when two rounds
+in a row bring nothing better (then `bound` is only as good as the byte-size averaging, see
+formulation.py).
 
 Demand that cannot fit under max_utilization is not an error: the result carries the shortfalls
 (which services, by how much) and the least overloaded routing (capacity.py).
@@ -26,7 +30,7 @@ from slate.model.routing import Prediction, Route, Routing
 from slate.model.scenario import Scenario
 from slate.optimizer import baselines
 from slate.optimizer.capacity import Shortfall, shortfalls
-from slate.optimizer.formulation import Formulation, build
+from slate.optimizer.formulation import Formulation, Program, build
 from slate.sim.evaluate import Evaluation, evaluate
 
 log = logging.getLogger(__name__)
@@ -104,34 +108,53 @@ def solve(
     caps = {s.service: s.min_utilization * (1 + 1e-7) for s in short}
     unpriced = {s.service for s in short if s.min_utilization >= 1.0}
     f = build(scenario, latency, caps, unpriced)
-    bounds = f.bounds()
 
-    x: np.ndarray | None = None
+    # The routing returned is the best of the rounds by its exact objective (the LP's objective
+    # plus what it misjudged): with byte sizes re-priced between rounds, rounds need not improve.
+    best_x: np.ndarray | None = None
+    best_true = math.inf
+    gained_at = 0  # the last round that improved the best by more than the tolerance
     lp_objective = math.nan
+    lp: Program | None = None
     rounds = 0
+    seen: set[tuple[int, bytes]] = set()  # (tangent count, byte sizes) of the LPs solved so far
     for rounds in range(1, max_rounds + 1):
-        a_ub, b_ub = f.inequalities()
-        res = linprog(
-            f.objective_vector(),
-            A_ub=a_ub,
-            b_ub=b_ub,
-            A_eq=f.a_eq,
-            b_eq=f.b_eq,
-            bounds=bounds,
-            method="highs",
-        )
-        if res.status != 0 or res.x is None:
-            raise SolveError(f"HiGHS: {res.message} (status {res.status}, round {rounds})")
-        x = np.asarray(res.x)
-        lp_objective = float(res.fun)
-        if not _refine(f, x, lp_objective, tolerance):
+        lp = f.program()
+        seen.add(_state(f))
+        x, lp_objective = _solve_lp(lp, f.total_rps, rounds)
+        # What the LP misjudges about its own routing: the queueing cost below the tangents, and
+        # the egress of aggregated keys priced at the previous round's byte sizes.
+        w, t = f.station_work(lp, x)
+        under = np.zeros(f.n_s)
+        for s, spec in enumerate(f.stations):
+            if spec.priced:
+                under[s] = spec.model.queue_cost(float(w[s])) - float(t[s])
+        y = x[: f.n_y]
+        egress_before = float(f.egress_cost() @ y)
+        f.update_byte_sizes(f.loads(x))
+        egress_moved = float(f.egress_cost() @ y) - egress_before
+        true_objective = lp_objective + float(under.sum()) / f.total_rps + egress_moved
+        scale = max(abs(lp_objective), 1e-9)
+        if true_objective < best_true - tolerance * scale:
+            gained_at = rounds
+        if true_objective <= best_true:
+            best_x, best_true = x, true_objective
+        misjudged = float(under.sum()) / f.total_rps + abs(egress_moved)
+        if misjudged <= tolerance * scale:
             break
-    assert x is not None
-    routing = _routing(f, x)
+        if egress_moved != 0 and rounds - gained_at >= 2:
+            break  # the byte sizes swing the LP between routings, and none does better
+        floor = 1e-3 * tolerance * scale * f.total_rps / max(f.n_s, 1)
+        for s in np.flatnonzero(under > floor).tolist():
+            f.add_tangent(s, float(w[s]))
+        if _state(f) in seen:
+            break  # the next LP would be one already solved
+    assert best_x is not None and lp is not None
+    routing = _routing(f, best_x)
     ev = evaluate(scenario, routing, latency)
     stats = SolveStats(
-        variables=f.n_vars,
-        constraints=f.a_eq.shape[0] + len(f.tangent_rows),
+        variables=lp.n_vars,
+        constraints=lp.n_rows,
         rounds=rounds,
         seconds=time.perf_counter() - started,
     )
@@ -148,26 +171,25 @@ def solve(
     )
 
 
-def _refine(f: Formulation, x: np.ndarray, lp_objective: float, tolerance: float) -> bool:
-    """Tighten the LP where round `x` shows it loose; False when there is nothing left to gain."""
-    n_y, n_s = f.n_y, f.n_s
-    w = x[n_y : n_y + n_s]
-    t = x[n_y + n_s :]
-    under = np.zeros(n_s)
-    for s, spec in enumerate(f.stations):
-        if spec.priced:
-            under[s] = spec.model.queue_cost(float(w[s])) - float(t[s])
-    old_kb = f.key_kb.copy()
-    f.update_byte_sizes(f.loads(x))
-    kb_moved = bool(np.max(np.abs(old_kb - f.key_kb), initial=0.0) > 1e-9)
-    loose = float(under.sum()) / f.total_rps > tolerance * max(abs(lp_objective), 1e-9)
-    if not (loose or kb_moved):
-        return False
-    added = False
-    floor = 1e-3 * tolerance * max(abs(lp_objective), 1e-9) * f.total_rps / max(n_s, 1)
-    for s in np.flatnonzero(under > floor).tolist():
-        added |= f.add_tangent(s, float(w[s]))
-    return added or kb_moved
+IPM_ROWS = 2000
+"""From this many rows on, HiGHS's interior point method (with crossover, so the solution is still a
+vertex) beats its dual simplex on these LPs; below, the simplex is faster."""
+
+
+def _solve_lp(lp: Program, total_rps: float, round_: int) -> tuple[np.ndarray, float]:
+    """(solution, objective). The costs go to HiGHS in request-ms per second rather than per
+    request: per request they are ~1e-4, down where HiGHS's absolute optimality tolerance (1e-7)
+    lets it stop short and fill a station's pieces out of order."""
+    method = "highs-ipm" if lp.n_rows >= IPM_ROWS else "highs-ds"
+    res = linprog(lp.c * total_rps, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=lp.bounds, method=method)
+    if res.status != 0 or res.x is None:
+        raise SolveError(f"HiGHS: {res.message} (status {res.status}, round {round_})")
+    return np.asarray(res.x), float(res.fun) / total_rps + lp.offset
+
+
+def _state(f: Formulation) -> tuple[int, bytes]:
+    """What the next LP depends on besides the scenario: its tangents and byte sizes."""
+    return sum(len(spec.tangents) for spec in f.stations), np.round(f.key_kb, 9).tobytes()
 
 
 def _routing(f: Formulation, x: np.ndarray) -> Routing:
