@@ -24,7 +24,7 @@ from slate.xds.filewatch import file_signature, watch_file
 from slate.xds.logfmt import configure, kv
 from slate.xds.metrics import XdsMetrics
 from slate.xds.resources import ClaOptions
-from slate.xds.server import XdsServer
+from slate.xds.server import XdsServer, tune_gc
 
 log = logging.getLogger("slate.xds")
 
@@ -93,6 +93,7 @@ async def _run(
     metrics: XdsMetrics,
     routes_signature: tuple[int, int, int] | None,
 ) -> int:
+    tune_gc()
     server = XdsServer(cache, metrics=metrics)
     port = await server.start(f"{args.host}:{args.port}")
     ready = f"slate xds: serving on {args.host}:{port}"

@@ -251,6 +251,11 @@ class StreamState:
             self.cache.unwatch_all(self, self.view)
 
     @property
+    def has_pending(self) -> bool:
+        """Whether `next_response()` may have something to send."""
+        return bool(self._dirty)
+
+    @property
     def outstanding(self) -> int:
         """Responses sent and not yet ACKed or NACKed."""
         return len(self._outstanding)
@@ -271,6 +276,8 @@ class SotwStream(StreamState):
             self._resolve(req.response_nonce, req.error_detail if req.HasField("error_detail")
                           else None)
         names = set(req.resource_names)
+        if not first and not self.wildcard and names == self.explicit:
+            return  # the usual ACK/NACK: subscription unchanged
         if WILDCARD in names:
             names.discard(WILDCARD)
             wildcard = True

@@ -1,0 +1,529 @@
+"""xDS fan-out: how long until a new weight set reaches every connected proxy stream.
+
+    .venv/bin/python bench/xds_fanout.py [--sizes 100,1000,5000,10000] [--mode sotw|delta]
+
+The server runs in its own process (the real `XdsServer` + `XdsCache`, as `slate xds serve` runs
+it); this process plays N proxies, each on its own connection, identified like plain Envoys
+(node.cluster = source service, locality.region = source cluster). Views are spread like a real
+mesh: 40 services + ingress in 3 clusters (123 views), sidecar counts per service falling off
+Zipf-like, each proxy subscribing to the 2-5 destinations (services or endpoint classes) its
+service calls. Each proxy parses every response and ACKs it, as Envoy does.
+
+For each N: connect all streams (initial responses ACKed), then apply full routing updates (every
+route re-weighted, so every stream gets a push) and measure, per update:
+  * seconds from the update call in the server to the last stream's response arriving,
+  * server CPU seconds spent on the update (build, push, and processing the ACKs),
+and once per N the server RSS per connected stream. Then one update that changes a single view,
+to show that only that view's streams are pushed. Figures only: nothing passes or fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLUSTERS = ("us-west", "us-east", "eu-west")
+N_SERVICES = 40
+TARGET_S = 2.0
+ISTIOD_SIDECARS_PER_VCPU = 2000
+CONNECT_BATCH = 250
+PHASE_TIMEOUT_S = 60.0
+UPDATES_PER_SIZE = 3
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- the synthetic mesh (deterministic; both processes build the same one) ----------------------
+
+
+@dataclass(frozen=True)
+class Mesh:
+    services: tuple[str, ...]
+    calls: dict[str, tuple[str, ...]]  # source service -> destinations (route `to`s)
+    endpoints: dict[str, dict[str, list[str]]]  # service -> cluster -> ["ip:port"]
+    sidecar_share: dict[str, float]  # source service -> share of all proxies
+
+
+def build_mesh(seed: int = 7) -> Mesh:
+    rng = random.Random(seed)
+    services = tuple(f"svc{i:02d}" for i in range(N_SERVICES))
+    calls: dict[str, tuple[str, ...]] = {}
+    for i, src in enumerate(("ingress", *services)):
+        later = services[i:] if src != "ingress" else services[:3]
+        if not later:
+            continue
+        k = min(len(later), rng.randint(2, 5)) if src != "ingress" else len(later)
+        dests = rng.sample(later, k)
+        calls[src] = tuple(
+            d if rng.random() < 0.5 else f"{d}.ep{rng.randint(0, 2)}" for d in dests
+        )
+    endpoints = {
+        svc: {
+            c: [f"10.{ci}.{si}.{j + 1}:8080" for j in range(rng.randint(2, 12))]
+            for ci, c in enumerate(CLUSTERS)
+        }
+        for si, svc in enumerate(services)
+    }
+    sources = [s for s in ("ingress", *services) if s in calls]
+    raw = {s: 1.0 / (rank + 1) ** 0.9 for rank, s in enumerate(rng.sample(sources, len(sources)))}
+    total = sum(raw.values())
+    return Mesh(services, calls, endpoints, {s: w / total for s, w in raw.items()})
+
+
+def mesh_routes(
+    mesh: Mesh, seed: int, only: tuple[str, str] | None = None, base: int = 0
+) -> dict[str, Any]:
+    """Route-file JSON: random weights per (source, cluster, destination), drawn from `seed`.
+    With `only`, just that view's routes use `seed`; every other view's come from `base`."""
+    routes = []
+    for src, dests in mesh.calls.items():
+        for cluster in CLUSTERS:
+            view_seed = seed if only is None or only == (src, cluster) else base
+            rng = random.Random(f"{view_seed}/{src}/{cluster}")
+            for to in dests:
+                weights = {c: round(rng.random(), 4) + 0.01 for c in CLUSTERS}
+                routes.append({"from_service": src, "from_cluster": cluster, "to": to,
+                               "weights": weights})
+    return {"routes": routes}
+
+
+def assign_streams(mesh: Mesh, n: int) -> list[tuple[str, str]]:
+    """n (source service, cluster) pairs, by sidecar share (largest remainder), spread over the
+    clusters evenly."""
+    exact = {s: share * n for s, share in mesh.sidecar_share.items()}
+    counts = {s: int(x) for s, x in exact.items()}
+    for s in sorted(exact, key=lambda s: exact[s] - counts[s], reverse=True)[: n - sum(
+            counts.values())]:
+        counts[s] += 1
+    out = []
+    for s, k in sorted(counts.items()):
+        out += [(s, CLUSTERS[i % len(CLUSTERS)]) for i in range(k)]
+    return out
+
+
+# ---- server process ---------------------------------------------------------------------------
+
+
+def serve(port: int, floor: bool) -> None:
+    """The server side: reads commands on stdin, answers one JSON line per command on stdout.
+
+    With `floor`, a bare grpc.aio server instead of slate's: each stream answers its first
+    request and every update with the same pre-built response bytes and reads the ACKs, nothing
+    else. It is the cost of the transport alone, to compare slate's against.
+    """
+    import logging
+
+    from slate.model.routing import routing_from_json
+    from slate.xds.cache import XdsCache
+    from slate.xds.endpoints import endpoints_from_data
+    from slate.xds.server import XdsServer, tune_gc
+
+    logging.basicConfig(level=logging.ERROR)
+    tune_gc()  # as `slate xds serve` does
+    mesh = build_mesh()
+    endpoints = endpoints_from_data({"services": {
+        s: {"clusters": by_c} for s, by_c in mesh.endpoints.items()}})
+
+    async def main() -> None:
+        cache = XdsCache(routing_from_json(mesh_routes(mesh, 0)), endpoints)
+        server = XdsServer(cache) if not floor else FloorServer(cache)
+        bound = await server.start(f"127.0.0.1:{port}")
+        loop = asyncio.get_running_loop()
+        commands: asyncio.Queue[str] = asyncio.Queue()
+
+        def read_stdin() -> None:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(commands.put_nowait, line.strip())
+            loop.call_soon_threadsafe(commands.put_nowait, "quit")
+
+        threading.Thread(target=read_stdin, daemon=True).start()
+        say({"ready": bound, **usage()})
+        while True:
+            cmd, *args = (await commands.get()).split()
+            if cmd == "quit":
+                break
+            if cmd == "update":  # update SEED [SERVICE CLUSTER BASE_SEED]
+                only = (args[1], args[2]) if len(args) == 4 else None
+                base = int(args[3]) if len(args) == 4 else 0
+                routing = routing_from_json(mesh_routes(mesh, int(args[0]), only, base))
+                started = time.monotonic()
+                result = server.cache.set_routing(routing) if not floor else server.push()
+                say({"started": started, "generation": result.generation,
+                     "changed": result.changed, "notified": result.notified,
+                     "build_s": result.seconds})
+            elif cmd == "stats":
+                pending = sum(1 for s in server.streams if s.outstanding)
+                say({"streams": len(server.streams), "unacked": pending, **usage()})
+        await server.stop(grace=0)
+
+    asyncio.run(main())
+
+
+class FloorServer:
+    """Bare grpc.aio ADS: same transport, no xDS logic (see `serve`)."""
+
+    def __init__(self, cache: Any) -> None:
+        from envoy.service.discovery.v3 import discovery_pb2
+
+        from slate.xds.resources import CLA_TYPE_URL
+        from slate.xds.views import ViewKey
+
+        self.cache = cache
+        view = ViewKey("svc00", CLUSTERS[0])
+        mesh = build_mesh()
+        resp = discovery_pb2.DiscoveryResponse(version_info="1", type_url=CLA_TYPE_URL, nonce="1")
+        for name in mesh.calls["svc00"]:
+            r = cache.resource(view, name)
+            resp.resources.add(type_url=CLA_TYPE_URL, value=r.cla)
+        self.payload = resp.SerializeToString()
+        self.streams: list[Any] = []
+        self._server: Any = None
+
+    async def start(self, address: str) -> int:
+        import grpc
+
+        async def handler(requests: Any, context: Any) -> None:
+            state = FloorStream()
+            self.streams.append(state)
+
+            async def read() -> None:
+                async for _ in requests:
+                    state.outstanding = 0
+                    if state.first:
+                        state.first = False
+                        state.wake.set()
+
+            reader = asyncio.create_task(read())
+            try:
+                while True:
+                    await state.wake.wait()
+                    state.wake.clear()
+                    state.outstanding = 1
+                    await context.write(self.payload)
+            finally:
+                reader.cancel()
+
+        method = grpc.stream_stream_rpc_method_handler(
+            handler, request_deserializer=None, response_serializer=None)
+        self._server = grpc.aio.server()
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "envoy.service.discovery.v3.AggregatedDiscoveryService",
+            {"StreamAggregatedResources": method}),))
+        port: int = self._server.add_insecure_port(address)
+        await self._server.start()
+        return port
+
+    def push(self) -> Any:
+        started = time.monotonic()
+        for s in self.streams:
+            s.wake.set()
+        from slate.xds.cache import UpdateResult
+
+        return UpdateResult(0, 0, len(self.streams), time.monotonic() - started)
+
+    async def stop(self, grace: float) -> None:
+        await self._server.stop(grace)
+
+
+class FloorStream:
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.first = True
+        self.outstanding = 0
+
+
+def usage() -> dict[str, float]:
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / TICK
+    rss = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    return {"cpu_s": cpu, "rss": rss}
+
+
+def say(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+# ---- proxy side -------------------------------------------------------------------------------
+
+
+class Server:
+    """The server subprocess and its command pipe."""
+
+    def __init__(self, floor: bool) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-floor" if floor else "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
+        )
+        self.ready = self.read()
+        self.port = int(self.ready["ready"])
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("bench server exited")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    async def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return await asyncio.to_thread(self.read)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Proxies:
+    """N simulated proxies; `arrivals[i]` is when stream i got its latest response.
+
+    A stream that fails is counted in `failed` and no longer waited for."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.responses = [0] * n
+        self.arrivals = [0.0] * n
+        self.failed: set[int] = set()
+        self.goal = 1
+        self.limit = n
+        self.done = 0
+        self.reached = asyncio.Event()
+
+    def expect(self, goal: int, limit: int | None = None) -> None:
+        """From now, wait for streams [0, limit) to have `goal` responses each."""
+        self.goal = goal
+        self.limit = self.n if limit is None else limit
+        self.done = sum(1 for i in range(self.limit)
+                        if self.responses[i] >= goal or i in self.failed)
+        self.reached = asyncio.Event()
+        self._check()
+
+    def _check(self) -> None:
+        if self.done >= self.limit:
+            self.reached.set()
+
+    def got(self, i: int) -> None:
+        self.arrivals[i] = time.monotonic()
+        self.responses[i] += 1
+        if self.responses[i] == self.goal and i < self.limit and i not in self.failed:
+            self.done += 1
+            self._check()
+
+    def fail(self, i: int) -> None:
+        if i not in self.failed:
+            self.failed.add(i)
+            if i < self.limit and self.responses[i] < self.goal:
+                self.done += 1
+                self._check()
+
+
+async def run_proxy(i: int, channel: Any, mode: str, source: str, cluster: str,
+                    names: tuple[str, ...], proxies: Proxies) -> None:
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from slate.xds.resources import CLA_TYPE_URL
+
+    node = base_pb2.Node(id=f"proxy-{i}", cluster=source)
+    node.locality.region = cluster
+    if mode == "sotw":
+        method = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+        first: Any = discovery_pb2.DiscoveryRequest(
+            node=node, resource_names=names, type_url=CLA_TYPE_URL)
+        parse: Any = discovery_pb2.DiscoveryResponse.FromString
+    else:
+        method = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+        first = discovery_pb2.DeltaDiscoveryRequest(
+            node=node, resource_names_subscribe=names, type_url=CLA_TYPE_URL)
+        parse = discovery_pb2.DeltaDiscoveryResponse.FromString
+    call = channel.stream_stream(method, request_serializer=lambda m: m.SerializeToString(),
+                                 response_deserializer=None)(wait_for_ready=True)
+    try:
+        await call.write(first)
+        async for data in call:
+            resp = parse(data)
+            proxies.got(i)
+            if mode == "sotw":
+                ack: Any = discovery_pb2.DiscoveryRequest(
+                    resource_names=names, type_url=CLA_TYPE_URL, response_nonce=resp.nonce,
+                    version_info=resp.version_info)
+            else:
+                ack = discovery_pb2.DeltaDiscoveryRequest(
+                    type_url=CLA_TYPE_URL, response_nonce=resp.nonce)
+            await call.write(ack)
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
+    except Exception:
+        proxies.fail(i)
+
+
+async def wait_acked(server: Server, deadline: float) -> dict[str, Any]:
+    while True:
+        stats = await server.ask("stats")
+        if stats["unacked"] == 0 or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.05)
+
+
+async def measure(n: int, mode: str, floor: bool = False) -> dict[str, Any]:
+    import gc
+
+    import grpc
+
+    mesh = build_mesh()
+    assignment = assign_streams(mesh, n)
+    server = Server(floor)
+    tasks: list[asyncio.Task[None]] = []
+    channels: list[Any] = []
+    out: dict[str, Any] = {"streams": n, "mode": mode,
+                           "views": len(set(assignment))}
+    try:
+        base = await server.ask("stats")
+        proxies = Proxies(n)
+        t0 = time.monotonic()
+        for start in range(0, n, CONNECT_BATCH):
+            end = min(n, start + CONNECT_BATCH)
+            proxies.expect(1, end)
+            for i in range(start, end):
+                src, cluster = assignment[i]
+                # Own connection per proxy, as real sidecars have.
+                ch = grpc.aio.insecure_channel(
+                    f"127.0.0.1:{server.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                channels.append(ch)
+                tasks.append(asyncio.create_task(
+                    run_proxy(i, ch, mode, src, cluster, mesh.calls[src], proxies)))
+            # Connect in waves, as proxies do not all start in the same millisecond.
+            await asyncio.wait_for(proxies.reached.wait(), PHASE_TIMEOUT_S)
+        out["connect_s"] = time.monotonic() - t0
+        connected = await wait_acked(server, time.monotonic() + PHASE_TIMEOUT_S)
+        out["rss_per_stream_kb"] = (connected["rss"] - base["rss"]) / n / 1024
+        out["server_rss_mb"] = connected["rss"] / 2**20
+        # The simulated proxies share the 2 cores with the server: keep them lean.
+        gc.collect()
+        gc.freeze()
+
+        fanout, cpu, build = [], [], []
+        for k in range(1, UPDATES_PER_SIZE + 1):
+            proxies.expect(k + 1)
+            before = await server.ask("stats")
+            upd = await server.ask(f"update {k}")
+            await asyncio.wait_for(proxies.reached.wait(), PHASE_TIMEOUT_S)
+            fanout.append(max(proxies.arrivals) - upd["started"])
+            after = await wait_acked(server, time.monotonic() + PHASE_TIMEOUT_S)
+            cpu.append(after["cpu_s"] - before["cpu_s"])
+            build.append(upd["build_s"])
+            out["changed"] = upd["changed"]
+        out["fanout_s"] = fanout
+        out["cpu_s"] = cpu
+        out["build_s"] = build
+        if floor:
+            return out
+
+        # One view changes: only its streams hear.
+        src, cluster = assignment[0]
+        upd = await server.ask(f"update 99 {src} {cluster} {UPDATES_PER_SIZE}")
+        out["one_view"] = {"view": f"{src}@{cluster}", "notified": upd["notified"],
+                           "streams_in_view": assignment.count((src, cluster))}
+        out["errors"] = len(proxies.failed)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(ch.close() for ch in channels), return_exceptions=True)
+        server.close()
+    return out
+
+
+def report(r: dict[str, Any]) -> None:
+    n = r["streams"]
+    best, med = min(r["fanout_s"]), statistics.median(r["fanout_s"])
+    cpu = statistics.median(r["cpu_s"])
+    print(f"\n{n:>6} streams ({r['mode']}, {r['views']} views, {r['changed']} CLAs per update)")
+    print(f"  connect + first response, all streams : {r['connect_s']:.2f} s")
+    print(f"  update -> last stream's response      : median {med:.3f} s, best {best:.3f} s "
+          f"({', '.join(f'{x:.3f}' for x in r['fanout_s'])})")
+    print(f"  view rebuild in the update call       : {statistics.median(r['build_s']):.3f} s")
+    print(f"  server CPU per update (push + ACKs)   : {cpu:.2f} s = "
+          f"{1000 * cpu / n:.3f} CPU-ms per stream")
+    print(f"  server RSS                            : {r['server_rss_mb']:.0f} MB, "
+          f"{r['rss_per_stream_kb']:.1f} KB per stream")
+    print(f"  streams reached per second            : {n / med:,.0f}")
+    print(f"  one-view update ({r['one_view']['view']}): pushed to "
+          f"{r['one_view']['notified']} of {n} streams "
+          f"({r['one_view']['streams_in_view']} in that view)")
+    # istiod is sized at 1 vCPU per ~2,000 sidecars; at our cost, one vCPU does a full weight
+    # push to 2,000 streams in:
+    per_2000 = cpu / n * ISTIOD_SIDECARS_PER_VCPU
+    print(f"  a full push to {ISTIOD_SIDECARS_PER_VCPU:,} streams costs {per_2000:.2f} CPU-s "
+          f"(one vCPU could repeat it every {per_2000:.2f} s)")
+    if r["errors"]:
+        print(f"  streams that failed: {r['errors']}")
+    if n == 10_000:
+        verdict = "within" if med < TARGET_S else "above"
+        print(f"  target: a new weight set to 10,000 streams in < {TARGET_S} s: median {med:.2f} s "
+              f"is {verdict} it ({med / TARGET_S:.2f} of the budget)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sizes", default="100,1000,5000,10000")
+    parser.add_argument("--mode", choices=["sotw", "delta"], default="sotw")
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also measure a bare grpc.aio server (same transport, no xDS logic) per size")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before anything imports grpc
+    if args.serve or args.serve_floor:
+        serve(args.port, floor=args.serve_floor)
+        return
+    print(f"xDS fan-out, {os.cpu_count()} cores; server in its own process; "
+          f"proxies in this one ({args.mode}, one connection each)")
+    for n in (int(x) for x in args.sizes.split(",")):
+        t = time.monotonic()
+        r = asyncio.run(measure(n, args.mode))
+        report(r)
+        if args.floor and args.mode == "sotw":
+            f = asyncio.run(measure(n, "sotw", floor=True))
+            fl, sl = statistics.median(f["fanout_s"]), statistics.median(r["fanout_s"])
+            fc, sc = statistics.median(f["cpu_s"]), statistics.median(r["cpu_s"])
+            print(f"  bare grpc.aio floor (write + read ACK): {fl:.3f} s to last, {fc:.2f} CPU-s "
+                  f"-> slate costs {sl / fl:.2f}x the time, {sc / fc:.2f}x the CPU")
+        self_cpu = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"  (bench wall {time.monotonic() - t:.1f} s; proxy-side CPU so far "
+              f"{self_cpu.ru_utime + self_cpu.ru_stime:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
