@@ -86,6 +86,12 @@ class NackRecord:
 
 
 class StreamState:
+    """What one stream has subscribed to, been sent, ACKed and rejected (see the module doc).
+
+    `sent`, `acked` and `nacked` map resource names to versions; `explicit` is the set of names
+    subscribed by name, `wildcard` whether the stream also wants every name of its view.
+    """
+
     mode = ""
 
     def __init__(
@@ -169,7 +175,7 @@ class StreamState:
             if self._on_ack is not None:
                 self._on_ack(self, True)
             return
-        self.nacked.update(versions)
+        self.nacked.update((n, v) for n, v in versions.items() if v != _ABSENT)
         record = NackRecord(
             self.node_id, str(self.view), self.mode, nonce, dict(versions),
             int(error.code), str(error.message)[:_NACK_MESSAGE_LIMIT],

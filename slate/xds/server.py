@@ -3,11 +3,12 @@
 Each RPC gets a protocol state object (protocol.py) and two tasks: a reader that feeds it requests,
 and the RPC's own task, which sleeps until the state has something to send (a request or a cache
 change woke it) and writes it. Responses are written as pre-assembled bytes (the methods are
-registered with no response serialiser), so a view's resources are serialised once no matter how
-many streams carry them.
+registered with no response serialiser): the body shared by every stream of a view, plus the
+stream's own nonce field, so a view's resources are serialised once however many streams carry them.
 
-A request the protocol refuses (no node, unknown type, a node that maps to no view) ends only that
-stream, with the status the protocol chose; an unexpected exception ends it with INTERNAL.
+A request that does not decode ends its stream with INVALID_ARGUMENT; one the protocol refuses (no
+node, a node that maps to no view, a type other than ClusterLoadAssignment) with the status the
+protocol chose; an unexpected exception with INTERNAL. The server and other streams carry on.
 The gRPC health service reports SERVING for the server and each xDS service while it runs.
 """
 
@@ -69,7 +70,11 @@ def tune_gc() -> None:
 
 
 class XdsServer:
-    """Serves `cache` to Envoy proxies. Start with `await start()`, end with `await stop()`."""
+    """Serves `cache` to Envoy proxies. Start with `await start()`, end with `await stop()`.
+
+    `streams` holds the live streams' protocol state; `recent_nacks` the latest rejected responses
+    (for status reporting); `metrics` the Prometheus metrics (the cache's, if it has them).
+    """
 
     def __init__(
         self,
