@@ -69,6 +69,8 @@ def serve(args: argparse.Namespace) -> int:
     configure(args.log_level)
     if args.weight_total < 1:
         raise InputError("--weight-total", f"must be >= 1, got {args.weight_total}")
+    if not args.reload_interval > 0:
+        raise InputError("--reload-interval", f"must be > 0, got {args.reload_interval}")
     routes_signature = file_signature(args.routes)
     routing = load_routing(args.routes)  # InputError -> exit 2
     metrics = XdsMetrics()
@@ -93,13 +95,21 @@ async def _run(
     metrics: XdsMetrics,
     routes_signature: tuple[int, int, int] | None,
 ) -> int:
-    tune_gc()
     server = XdsServer(cache, metrics=metrics)
-    port = await server.start(f"{args.host}:{args.port}")
+    try:
+        port = await server.start(f"{args.host}:{args.port}")
+    except OSError as e:
+        raise InputError("--port", str(e)) from None
     ready = f"slate xds: serving on {args.host}:{port}"
+    http = None
     if args.metrics_port is not None:
-        http, _thread = metrics.serve_http(args.metrics_port, args.host)
+        try:
+            http, _thread = metrics.serve_http(args.metrics_port, args.host)
+        except OSError as e:
+            await server.stop(grace=0)
+            raise InputError("--metrics-port", f"cannot listen: {e.strerror}") from None
         ready += f" metrics on {args.host}:{http.server_port}"
+    tune_gc()
     print(ready, flush=True)
 
     stop = asyncio.Event()
@@ -127,6 +137,8 @@ async def _run(
         for t in tasks:
             t.cancel()
         await server.stop(grace=1.0)
+        if http is not None:
+            http.shutdown()
     return 0
 
 

@@ -53,6 +53,9 @@ _SERVER_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    # gRPC turns SO_REUSEPORT on by default, which lets a second server bind the same port and
+    # silently take half the proxies; binding a busy port should fail instead.
+    ("grpc.so_reuseport", 0),
 ]
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -93,14 +96,19 @@ class XdsServer:
         self._health: Any = None
 
     async def start(self, address: str = "127.0.0.1:0") -> int:
-        """Listen on `address` (host:port, port 0 = any free port); returns the port."""
+        """Listen on `address` (host:port, port 0 = any free port); returns the port.
+
+        Raises OSError if the address cannot be bound."""
         server = grpc.aio.server(options=_SERVER_OPTIONS)
         server.add_generic_rpc_handlers(self._handlers())
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        port: int = server.add_insecure_port(address)
+        try:
+            port: int = server.add_insecure_port(address)
+        except RuntimeError:
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise OSError(f"cannot listen on {address} (in use, or not a local address)")
         await server.start()
         for service in ("", ADS_SERVICE, EDS_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)

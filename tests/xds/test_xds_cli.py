@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,12 +79,24 @@ def test_bad_input_exits_2_with_one_line_naming_the_problem(
     assert expected in err
 
 
-def test_weight_total_must_be_positive(files: tuple[Path, Path],
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_busy_port_exits_2(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     routes, eps = files
-    code = main(["xds", "serve", "--routes", str(routes), "--endpoints", str(eps),
-                 "--weight-total", "0"])
-    assert code == 2 and "--weight-total" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["xds", "serve", "--routes", str(routes), "--endpoints", str(eps),
+                     "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("slate: --port: cannot listen on") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--weight-total", "--reload-interval"])
+def test_numeric_options_are_checked(files: tuple[Path, Path],
+                                     capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    routes, eps = files
+    code = main(["xds", "serve", "--routes", str(routes), "--endpoints", str(eps), flag, "0"])
+    assert code == 2 and capsys.readouterr().err.startswith(f"slate: {flag}: must be")
 
 
 class Served:
