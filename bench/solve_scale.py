@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--utilization", type=float, default=0.6, help="target mean utilization")
     p.add_argument("--cost-weight", type=float, default=1.0, help="ms per USD/hour of egress")
-    p.add_argument("--runs", type=int, default=3, help="best of this many runs (within ~3 s)")
+    p.add_argument("--runs", type=int, default=5, help="best of this many runs (within ~3 s)")
     args = p.parse_args(argv)
 
     print(

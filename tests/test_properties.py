@@ -26,7 +26,7 @@ from slate.sim.evaluate import Evaluation
 from slate.sim.synthetic import SyntheticSpec, synthetic_dict, synthetic_scenario
 
 PROPERTY = settings(
-    max_examples=30,
+    max_examples=60,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
