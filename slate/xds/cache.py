@@ -3,6 +3,7 @@
 `XdsCache` holds the current routing and endpoints. A resource is identified by (view, name) and
 built lazily, the first time a stream asks for it; all streams of a view share the one `Resource`
 object, whose CLA is serialised once (and wrapped once as a SotW `Any` and a delta `Resource`).
+Views that come out with the same locality plan for a name share the object too.
 
 Updates go through `update()` (or `set_routing()` / `set_endpoints()`): every held resource is
 recomputed, cheaply (the locality plan is compared before anything is serialised), and only the
@@ -112,6 +113,8 @@ class XdsCache:
         self._names: dict[ViewKey, frozenset[str]] = {}
         self._bodies: dict[tuple[object, ...], tuple[bytes, str]] = {}
         self._empty: dict[str, Resource] = {}
+        # Views whose plan for a name is the same share one Resource (built once, not per view).
+        self._interned: dict[tuple[str, LocalityPlan], Resource] = {}
         if metrics is not None:
             metrics.cache_generation.set(self.generation)
 
@@ -235,6 +238,7 @@ class XdsCache:
         self.generation += 1
         self._bodies.clear()
         self._empty.clear()
+        self._interned.clear()
 
         changed: dict[ViewKey, list[str]] = defaultdict(list)
         for key, old in list(self._resources.items()):
@@ -292,11 +296,17 @@ class XdsCache:
         plan = locality_plan(weights, by_cluster, self.options.weight_total)
         if old is not None and old.plan == plan and _same_endpoints(old, by_cluster, plan):
             return old
-        cla = build_cla(name, plan, by_cluster, self.options).SerializeToString(deterministic=True)
-        if old is not None and old.cla == cla:
+        res = self._interned.get((name, plan))
+        if res is None:
+            cla = build_cla(name, plan, by_cluster, self.options)
+            used = {c: by_cluster[c] for c, _, _ in plan}
+            res = Resource.of(
+                name, cla.SerializeToString(deterministic=True), self.generation, plan, used
+            )
+            self._interned[(name, plan)] = res
+        if old is not None and old.version == res.version:
             return old
-        used = {c: by_cluster[c] for c, _, _ in plan}
-        return Resource.of(name, cla, self.generation, plan, used)
+        return res
 
     def _record_version(self, view: ViewKey, name: str, res: Resource | None) -> None:
         if res is None:

@@ -38,6 +38,14 @@ def test_views_get_their_own_weights_and_share_one_object() -> None:
     assert west.version != east.version
 
 
+def test_views_with_the_same_plan_share_one_resource() -> None:
+    cache = make(west={"us-east": 1.0}, east={"us-east": 1.0})
+    west, east = cache.resource(WEST, "cart"), cache.resource(EAST, "cart")
+    assert west is not None and west is east
+    other = cache.resource(ViewKey("checkout", "us-west"), "cart")  # unrouted: local cluster
+    assert other is not None and other is not west
+
+
 def test_versions_are_content_hashes_stable_across_caches() -> None:
     a, b = make(), make()
     ra, rb = a.resource(WEST, "cart"), b.resource(WEST, "cart")
