@@ -19,7 +19,7 @@ from xds_testlib import (
 from slate.xds.cache import XdsCache
 from slate.xds.endpoints import EndpointSet
 from slate.xds.protocol import ADS, EDS, DeltaStream, NackRecord, ProtocolError, SotwStream
-from slate.xds.views import plain_envoy_view
+from slate.xds.views import ViewKey, plain_envoy_view
 
 EPS = endpoints({"cart": {"us-west": 2, "us-east": 1}, "ads": {"us-west": 1}})
 
@@ -272,3 +272,21 @@ def test_delta_resubscribe_asks_again_and_wildcard() -> None:
     assert w.wildcard
     w.on_request(delta(unsubscribe=["*"]))
     assert not w.wildcard and w.explicit == {"cart"}
+
+
+def test_node_mapper_is_pluggable() -> None:
+    """The seam for Istio: a mapper reading node metadata instead of node.cluster."""
+
+    def from_metadata(n: object) -> ViewKey:
+        fields = n.metadata.fields  # type: ignore[attr-defined]
+        return ViewKey(fields["APP"].string_value, fields["CLUSTER_ID"].string_value)
+
+    c = cache()
+    s = SotwStream(c, from_metadata, api=ADS)
+    n = node(service="frontend.default", region="")
+    n.metadata.update({"APP": "frontend", "CLUSTER_ID": "us-west"})
+    s.on_request(sotw(["cart"], with_node=n))
+    assert s.view == WEST
+    out = s.next_response()
+    assert out is not None
+    assert cla_weights(parse_sotw(out.payload)[1]["cart"])["us-west"] == (0, 8000)
