@@ -55,6 +55,9 @@ from slate.optimizer.keys import RouteKey, route_keys
 GB_PER_KB = 1e-6
 SECONDS_PER_HOUR = 3600.0
 INITIAL_TANGENTS = 40
+"""Tangents per station to start with. Pieces cost columns, not rows, so many are cheap; with 40
+the first LP usually underestimates the stations by less than solve()'s 1e-4 tolerance, and one
+round is enough when byte sizes need no re-pricing (measured on bench/solve_scale.py's apps)."""
 FArray = npt.NDArray[np.float64]
 IArray = npt.NDArray[np.int64]
 
@@ -90,6 +93,12 @@ class StationSpec:
         self.lines.insert(i, (g, q - g * work))
         self._pieces = None
         return True
+
+    def copy_tangents(self, other: StationSpec) -> None:
+        """Start from the tangents (and pieces) of a station with the same model and cap."""
+        self.tangents = list(other.tangents)
+        self.lines = list(other.lines)
+        self._pieces = other._pieces
 
     def pieces(self) -> tuple[list[float], list[float], float]:
         """The LP's cost curve: (lengths, slopes) of the pieces of the envelope of the tangents
@@ -449,9 +458,7 @@ def build(
             spec.pieces()
             first[(spec.model, spec.max_work, spec.priced)] = spec
         else:
-            spec.tangents = list(seen.tangents)
-            spec.lines = list(seen.lines)
-            spec._pieces = seen._pieces
+            spec.copy_tangents(seen)
     return f
 
 
