@@ -166,7 +166,7 @@ def test_over_capacity_says_which_service_and_prints_least_overloaded(
     data = json.loads(out)  # the routes are still a valid route file
     util = data["predicted"]["max_utilization"]
     # The least overloaded routing holds the bottleneck service at its lowest reachable utilization.
-    assert 0.9 < util
+    assert util > 0.9
     if factor < 1.3 * 1.05:
         assert util < 1 and data["predicted"]["mean_latency_ms"] is not None
     else:

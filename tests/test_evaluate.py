@@ -46,7 +46,7 @@ TINY: dict[str, Any] = {
 def test_local_routing_by_hand() -> None:
     s = scenario_from_dict(TINY)
     ev = evaluate(s, local_routing(s))
-    # front@west: 100 rps x 3 ms on 2 replicas, rho 0.15; Erlang C(2, 0.3) = 0.045*2/1.7 / (1.3 + ...)
+    # front@west: 100 rps x 3 ms on 2 replicas, rho 0.15; Erlang C(2, a=0.3) in closed form:
     top = 0.3**2 / 2 * 2 / 1.7
     c2 = top / (1.3 + top)
     q_front_west = 1000 * c2 * 0.15 / 0.85

@@ -202,7 +202,7 @@ def test_self_call_is_a_cycle() -> None:
         "services.db.endpoints.get.calls",
         [{"to": "db.get", "per_request": 1, "request_kb": 0, "response_kb": 0}],
     )
-    with pytest.raises(InputError, match="cycle: db.get -> db.get"):
+    with pytest.raises(InputError, match=r"cycle: db\.get -> db\.get"):
         scenario_from_dict(data)
 
 

@@ -93,10 +93,9 @@ def _data_path(loc: tuple[str | int, ...], data: Any, missing: bool) -> list[str
     out: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            out.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
             node = node[part]
             out.append(part)
         elif missing and i == len(loc) - 1:
