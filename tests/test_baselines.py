@@ -34,7 +34,7 @@ def two_region(rps_a: float, rps_b: float) -> dict[str, Any]:
     }
 
 
-def weights(routing: Any, frm: str, cluster: str, to: str) -> dict[str, float]:
+def weights(routing: Any, frm: str, cluster: str, to: str) -> dict[str, Any]:
     route = routing.get(frm, cluster, to)
     assert route is not None
     return {c: pytest.approx(w) for c, w in route.normalized().items()}
