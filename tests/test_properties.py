@@ -21,7 +21,7 @@ from slate.model.scenario import Scenario
 from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer.capacity import endpoint_totals, shortfalls
 from slate.optimizer.keys import route_keys
-from slate.optimizer.solve import POLICIES, PolicyResult, run_policy, solve
+from slate.optimizer.solve import DEFAULT_TOLERANCE, POLICIES, PolicyResult, run_policy, solve
 from slate.sim.evaluate import Evaluation
 from slate.sim.synthetic import SyntheticSpec, synthetic_dict, synthetic_scenario
 
@@ -33,7 +33,7 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-SOLVE_TOLERANCE = 1e-4
+SOLVE_TOLERANCE = DEFAULT_TOLERANCE
 """solve()'s default: it stops once the LP underestimates its own routing by less than this."""
 
 

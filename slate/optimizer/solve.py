@@ -39,6 +39,12 @@ Policy = Literal["optimal", "local", "global", "waterfall"]
 POLICIES: tuple[Policy, ...] = ("optimal", "local", "global", "waterfall")
 
 
+DEFAULT_TOLERANCE = 5e-4
+"""Relative optimality the cutting planes stop at: 0.05% of the objective, well inside what the
+latency model itself can promise, and one LP round fewer than 1e-4 on large meshes with egress
+priced (10 clusters x 100 services: 1 round, ~2.5 s, instead of 2 rounds, ~5 s)."""
+
+
 class SolveError(RuntimeError):
     """The LP solver failed (numerical trouble, time limit); the caller keeps its last routing."""
 
@@ -98,7 +104,7 @@ def solve(
     scenario: Scenario,
     latency: LatencyModel | None = None,
     *,
-    tolerance: float = 1e-4,
+    tolerance: float = DEFAULT_TOLERANCE,
     max_rounds: int = 12,
 ) -> PolicyResult:
     latency = latency or scenario.latency_model()
