@@ -111,7 +111,7 @@ class XdsCache:
         self._watchers: dict[tuple[ViewKey, str], set[Watcher]] = defaultdict(set)
         self._wildcard: dict[ViewKey, set[Watcher]] = defaultdict(set)
         self._names: dict[ViewKey, frozenset[str]] = {}
-        self._bodies: dict[tuple[object, ...], tuple[bytes, str]] = {}
+        self._bodies: dict[tuple[object, ...], tuple[bytes, str, Mapping[str, str]]] = {}
         self._empty: dict[str, Resource] = {}
         # Views whose plan for a name is the same share one Resource (built once, not per view).
         self._interned: dict[tuple[str, LocalityPlan], Resource] = {}
@@ -167,26 +167,37 @@ class XdsCache:
 
         `version_info` is a hash of the (name, version) pairs the response carries.
         """
-        key: tuple[object, ...] = ("sotw", *((r.name, r.version) for r in resources))
+        return self.sotw_response(resources)[:2]
+
+    def sotw_response(
+        self, resources: Sequence[Resource]
+    ) -> tuple[bytes, str, Mapping[str, str]]:
+        """`sotw_body` plus the name -> version map of what it carries (shared: do not modify).
+
+        Memoised by the identity of the `Resource` objects (a stream's push is a dict lookup on
+        a tuple of them); the same content in other objects only costs a rebuild, never a
+        different result."""
+        key = ("sotw", *resources)
         got = self._bodies.get(key)
         if got is None:
-            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            pairs = ("sotw", *((r.name, r.version) for r in resources))
+            digest = hashlib.sha256(repr(pairs).encode()).hexdigest()[:16]
             body = wire.sotw_body(digest, CLA_TYPE_URL, (r.any_bytes for r in resources))
-            got = self._remember(key, (body, digest))
+            got = self._remember(key, (body, digest, {r.name: r.version for r in resources}))
         return got
 
     def delta_body(self, resources: Sequence[Resource], removed: Sequence[str]) -> bytes:
         """DeltaDiscoveryResponse bytes without nonce, shared by identical content."""
-        key: tuple[object, ...] = (
-            "delta", tuple((r.name, r.version) for r in resources), tuple(removed)
-        )
+        key = ("delta", tuple(resources), tuple(removed))
         got = self._bodies.get(key)
         if got is None:
             body = wire.delta_body(CLA_TYPE_URL, (r.delta_bytes for r in resources), removed)
-            got = self._remember(key, (body, ""))
+            got = self._remember(key, (body, "", {}))
         return got[0]
 
-    def _remember(self, key: tuple[object, ...], value: tuple[bytes, str]) -> tuple[bytes, str]:
+    def _remember(
+        self, key: tuple[object, ...], value: tuple[bytes, str, Mapping[str, str]]
+    ) -> tuple[bytes, str, Mapping[str, str]]:
         if len(self._bodies) >= _BODY_MEMO_LIMIT:
             self._bodies.clear()
         self._bodies[key] = value

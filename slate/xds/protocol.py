@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -58,14 +58,14 @@ class ProtocolError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One response to write: its bytes and what it carries."""
+class Outgoing(NamedTuple):
+    """One response to write: its bytes and what it carries. (A named tuple: one is made per
+    stream per push, and a tuple is the cheapest object to make.)"""
 
     payload: bytes
     nonce: str
-    versions: dict[str, str]
-    """name -> version sent ("" for a delta removal)."""
+    versions: Mapping[str, str]
+    """name -> version sent ("" for a delta removal). May be shared between streams."""
     started: float | None
     """Monotonic start of the oldest cache update this response delivers (None if it answers
     a subscription rather than an update)."""
@@ -118,7 +118,7 @@ class StreamState:
         self.acked: dict[str, str] = {}
         self.nacked: dict[str, str] = {}
         self.responses = 0
-        self._outstanding: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._outstanding: OrderedDict[str, Mapping[str, str]] = OrderedDict()
         self._dirty: set[str] = set()
         self._dirty_since: float | None = None
         self._nonce = 0
@@ -165,13 +165,14 @@ class StreamState:
         while self._outstanding and int(next(iter(self._outstanding))) < int(nonce):
             self._outstanding.popitem(last=False)
         if error is None:
+            acked, nacked = self.acked, self.nacked
             for name, version in versions.items():
                 if version == _ABSENT:
-                    self.acked.pop(name, None)
+                    acked.pop(name, None)
                 else:
-                    self.acked[name] = version
-                if self.nacked.get(name) not in (None, version):
-                    del self.nacked[name]
+                    acked[name] = version
+                if nacked and nacked.get(name) not in (None, version):
+                    del nacked[name]
             if self._on_ack is not None:
                 self._on_ack(self, True)
             return
@@ -233,13 +234,14 @@ class StreamState:
         self._nonce += 1
         nonce = str(self._nonce)
         self.sent.update(versions)
-        self._outstanding[nonce] = versions
-        if len(self._outstanding) > _MAX_OUTSTANDING:
-            self._outstanding.popitem(last=False)
+        outstanding = self._outstanding
+        outstanding[nonce] = versions
+        if len(outstanding) > _MAX_OUTSTANDING:
+            outstanding.popitem(last=False)
         self.responses += 1
         return Outgoing(with_nonce(payload, nonce), nonce, versions, started)
 
-    def _build(self, names: Sequence[str]) -> tuple[bytes, dict[str, str]] | None:
+    def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
         raise NotImplementedError
 
     def _fresh(self, name: str, res: Resource) -> bool:
@@ -292,22 +294,27 @@ class SotwStream(StreamState):
             wildcard = (first or self.wildcard) and not names
         self._set_subscription(names, wildcard)
 
-    def _build(self, names: Sequence[str]) -> tuple[bytes, dict[str, str]] | None:
-        assert self.view is not None
+    def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
+        # The per-stream hot path of a push: `_wanted` and `_fresh` inlined.
+        view, cache, sent, nacked = self.view, self.cache, self.sent, self.nacked
+        assert view is not None
+        explicit = self.explicit
+        everything = cache.names(view) if self.wildcard else ()
         out: list[Resource] = []
         for name in names:
-            wanted = self._wanted(name)
-            if not wanted and name not in self.sent:
+            wanted = name in explicit or name in everything
+            if not wanted and name not in sent:
                 continue
-            res = self.cache.resource(self.view, name) if wanted else None
+            res = cache.resource(view, name) if wanted else None
             if res is None:
-                res = self.cache.empty_resource(name)
-            if self._fresh(name, res):
+                res = cache.empty_resource(name)
+            version = res.version
+            if sent.get(name) != version and nacked.get(name) != version:
                 out.append(res)
         if not out:
             return None
-        body, _version_info = self.cache.sotw_body(out)
-        return body, {r.name: r.version for r in out}
+        body, _version_info, versions = cache.sotw_response(out)
+        return body, versions
 
 
 class DeltaStream(StreamState):
@@ -344,23 +351,26 @@ class DeltaStream(StreamState):
             self.sent.pop(name, None)
             self._dirty.add(name)
 
-    def _build(self, names: Sequence[str]) -> tuple[bytes, dict[str, str]] | None:
-        assert self.view is not None
+    def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
+        view, cache, sent, nacked = self.view, self.cache, self.sent, self.nacked
+        assert view is not None
+        explicit = self.explicit
+        everything = cache.names(view) if self.wildcard else ()
         out: list[Resource] = []
         removed: list[str] = []
         for name in names:
-            wanted = self._wanted(name)
-            if not wanted and name not in self.sent:
+            wanted = name in explicit or name in everything
+            if not wanted and name not in sent:
                 continue
-            res = self.cache.resource(self.view, name) if wanted else None
+            res = cache.resource(view, name) if wanted else None
             if res is None:
-                if self.sent.get(name) != _ABSENT:
+                if sent.get(name) != _ABSENT:
                     removed.append(name)
-            elif self._fresh(name, res):
+            elif sent.get(name) != res.version and nacked.get(name) != res.version:
                 out.append(res)
         if not out and not removed:
             return None
-        body = self.cache.delta_body(out, removed)
+        body = cache.delta_body(out, removed)
         versions = {r.name: r.version for r in out}
         versions.update((name, _ABSENT) for name in removed)
         return body, versions

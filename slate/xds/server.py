@@ -56,6 +56,7 @@ _SERVER_OPTIONS = [
     # gRPC turns SO_REUSEPORT on by default, which lets a second server bind the same port and
     # silently take half the proxies; binding a busy port should fail instead.
     ("grpc.so_reuseport", 0),
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 GC_THRESHOLDS = (50_000, 20, 100)

@@ -79,6 +79,12 @@ def delta_body(
     return b"".join(parts)
 
 
+_NONCE_TAG = _varint(_NONCE << 3 | _LEN)
+
+
 def with_nonce(body: bytes, nonce: str) -> bytes:
     """The body of either response type with its nonce field appended."""
+    raw = nonce.encode()
+    if 0 < len(raw) < 0x80:  # one-byte length: the per-stream fast path
+        return b"".join((body, _NONCE_TAG, bytes((len(raw),)), raw))
     return body + _string(_NONCE, nonce)

@@ -48,3 +48,10 @@ def test_delta_body_with_nonce_parses() -> None:
     assert resp.system_version_info == "sys"
     assert list(resp.removed_resources) == ["gone", "also-gone"]
     assert [(r.name, r.version, r.resource.value) for r in resp.resources] == [("a", "ver", value)]
+
+
+def test_nonce_of_any_length_parses() -> None:
+    body = wire.sotw_body("v", CLA_TYPE_URL, [])
+    for nonce in ("", "7", "x" * 127, "y" * 128, "z" * 300):
+        resp = discovery_pb2.DiscoveryResponse.FromString(wire.with_nonce(body, nonce))
+        assert resp.nonce == nonce and resp.version_info == "v"
