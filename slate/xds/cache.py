@@ -62,12 +62,23 @@ class Resource:
     """The CLA wrapped in `discovery.v3.Resource` with name and version (delta element)."""
 
     @staticmethod
-    def of(name: str, cla: bytes, generation: int, plan: LocalityPlan,
-           endpoints: Mapping[str, Endpoints]) -> Resource:
+    def of(
+        name: str,
+        cla: bytes,
+        generation: int,
+        plan: LocalityPlan,
+        endpoints: Mapping[str, Endpoints],
+    ) -> Resource:
         version = hashlib.sha256(cla).hexdigest()[:16]
         any_bytes = wire.any_message(CLA_TYPE_URL, cla)
         return Resource(
-            name, version, generation, plan, endpoints, cla, any_bytes,
+            name,
+            version,
+            generation,
+            plan,
+            endpoints,
+            cla,
+            any_bytes,
             wire.delta_resource(name, version, any_bytes),
         )
 
@@ -169,9 +180,7 @@ class XdsCache:
         """
         return self.sotw_response(resources)[:2]
 
-    def sotw_response(
-        self, resources: Sequence[Resource]
-    ) -> tuple[bytes, str, Mapping[str, str]]:
+    def sotw_response(self, resources: Sequence[Resource]) -> tuple[bytes, str, Mapping[str, str]]:
         """`sotw_body` plus the name -> version map of what it carries (shared: do not modify).
 
         Memoised by the identity of the `Resource` objects (a stream's push is a dict lookup on

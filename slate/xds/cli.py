@@ -51,15 +51,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="tag endpoints with envoy.transport_socket_match {tlsMode: istio} (Istio auto-mTLS)",
     )
     s.add_argument(
-        "--weight-total", type=int, default=10_000,
+        "--weight-total",
+        type=int,
+        default=10_000,
         help="integer locality weights of a CLA sum to this (default 10000)",
     )
     s.add_argument(
-        "--reload-interval", type=float, default=1.0,
+        "--reload-interval",
+        type=float,
+        default=1.0,
         help="seconds between checks of the input files (default 1)",
     )
     s.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
         help="default warning (quiet)",
     )
     s.set_defaults(func=serve)
@@ -153,6 +159,12 @@ def _apply(
     metrics.reloads.labels(file, "applied").inc()
     log.info(
         "%s",
-        kv("applied", file=file, generation=result.generation, changed=result.changed,
-           notified=result.notified, seconds=f"{result.seconds:.4f}"),
+        kv(
+            "applied",
+            file=file,
+            generation=result.generation,
+            changed=result.changed,
+            notified=result.notified,
+            seconds=f"{result.seconds:.4f}",
+        ),
     )

@@ -178,14 +178,26 @@ class StreamState:
             return
         self.nacked.update((n, v) for n, v in versions.items() if v != _ABSENT)
         record = NackRecord(
-            self.node_id, str(self.view), self.mode, nonce, dict(versions),
-            int(error.code), str(error.message)[:_NACK_MESSAGE_LIMIT],
+            self.node_id,
+            str(self.view),
+            self.mode,
+            nonce,
+            dict(versions),
+            int(error.code),
+            str(error.message)[:_NACK_MESSAGE_LIMIT],
         )
         log.warning(
             "%s",
-            kv("nack", node=record.node_id, view=record.view, mode=self.mode, nonce=nonce,
-               resources=",".join(f"{n}={v}" for n, v in sorted(versions.items())),
-               code=record.code, detail=record.message),
+            kv(
+                "nack",
+                node=record.node_id,
+                view=record.view,
+                mode=self.mode,
+                nonce=nonce,
+                resources=",".join(f"{n}={v}" for n, v in sorted(versions.items())),
+                code=record.code,
+                detail=record.message,
+            ),
         )
         if self._on_ack is not None:
             self._on_ack(self, False)
@@ -281,8 +293,9 @@ class SotwStream(StreamState):
             self._identify(req.node if req.HasField("node") else None)
         self._check_type(req.type_url)
         if req.response_nonce:
-            self._resolve(req.response_nonce, req.error_detail if req.HasField("error_detail")
-                          else None)
+            self._resolve(
+                req.response_nonce, req.error_detail if req.HasField("error_detail") else None
+            )
         names = set(req.resource_names)
         if not first and not self.wildcard and names == self.explicit:
             return  # the usual ACK/NACK: subscription unchanged
@@ -328,8 +341,9 @@ class DeltaStream(StreamState):
             self._identify(req.node if req.HasField("node") else None)
         self._check_type(req.type_url)
         if req.response_nonce:
-            self._resolve(req.response_nonce, req.error_detail if req.HasField("error_detail")
-                          else None)
+            self._resolve(
+                req.response_nonce, req.error_detail if req.HasField("error_detail") else None
+            )
         if first:
             for name, version in req.initial_resource_versions.items():
                 self.sent[name] = version

@@ -167,9 +167,7 @@ class XdsServer:
     async def _eds_delta(self, requests: AsyncIterator[Any], context: Any) -> None:
         await self._serve(requests, context, EDS, DELTA)
 
-    async def _serve(
-        self, requests: AsyncIterator[Any], context: Any, api: str, mode: str
-    ) -> None:
+    async def _serve(self, requests: AsyncIterator[Any], context: Any, api: str, mode: str) -> None:
         wake = asyncio.Event()
         kind = SotwStream if mode == SOTW else DeltaStream
         counters: dict[bool, Any] = {}
@@ -182,8 +180,12 @@ class XdsServer:
             counter.inc()
 
         stream = kind(
-            self.cache, self.node_mapper, api=api, wake=wake.set,
-            on_ack=count_ack, on_nack=self.recent_nacks.append,
+            self.cache,
+            self.node_mapper,
+            api=api,
+            wake=wake.set,
+            on_ack=count_ack,
+            on_nack=self.recent_nacks.append,
         )
         self.streams.add(stream)
         state: dict[str, Any] = {"ended": False, "error": None}
@@ -224,8 +226,17 @@ class XdsServer:
                 error: ProtocolError | None = state["error"]
                 if error is not None:
                     self.metrics.stream_errors.labels(error.code.name).inc()
-                    log.info("%s", kv("stream_refused", node=stream.node_id, api=api, mode=mode,
-                                      code=error.code.name, reason=error.message))
+                    log.info(
+                        "%s",
+                        kv(
+                            "stream_refused",
+                            node=stream.node_id,
+                            api=api,
+                            mode=mode,
+                            code=error.code.name,
+                            reason=error.message,
+                        ),
+                    )
                     await context.abort(error.code, error.message)
                 if state["ended"]:
                     return

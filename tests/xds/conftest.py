@@ -53,8 +53,14 @@ def envoys(tmp_path: Path) -> Iterator[EnvoyFactory]:
         service: str = "frontend",
         clusters: tuple[str, ...] = ("cart",),
     ) -> Envoy:
-        config = bootstrap(node_id=name, service=service, region=region, xds_port=xds_port,
-                           clusters=list(clusters), transport=transport)
+        config = bootstrap(
+            node_id=name,
+            service=service,
+            region=region,
+            xds_port=xds_port,
+            clusters=list(clusters),
+            transport=transport,
+        )
         envoy = Envoy(config, tmp_path, name)
         started.append(envoy)
         return envoy

@@ -39,8 +39,9 @@ ENVOY = shutil.which("envoy", path=str(Path(__file__).resolve().parents[2] / ".v
 ENVOY = ENVOY or shutil.which("envoy")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.02,
-               what: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.02, what: str = "condition"
+) -> T:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -79,15 +80,18 @@ class Upstreams:
                 srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
                 srv.daemon_threads = True
                 srv.label = cluster  # type: ignore[attr-defined]
-                t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                                     daemon=True)
+                t = threading.Thread(
+                    target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+                )
                 t.start()
                 self.servers.setdefault(cluster, []).append(srv)
                 self._threads.append(t)
 
     def addresses(self) -> dict[str, list[str]]:
-        return {c: [f"127.0.0.1:{s.server_address[1]}" for s in srvs]
-                for c, srvs in self.servers.items()}
+        return {
+            c: [f"127.0.0.1:{s.server_address[1]}" for s in srvs]
+            for c, srvs in self.servers.items()
+        }
 
     def close(self) -> None:
         for srvs in self.servers.values():
@@ -100,8 +104,10 @@ class Upstreams:
 
 # ---- Envoy ------------------------------------------------------------------------------------
 
-_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
+_HCM = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
     "HttpConnectionManager"
+)
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 _HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -161,8 +167,22 @@ def bootstrap(
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": "slate_xds",
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": "127.0.0.1", "port_value": xds_port}}}}]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": "127.0.0.1",
+                                        "port_value": xds_port,
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
         },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -175,17 +195,30 @@ def bootstrap(
     listener = {
         "name": "egress",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": _HCM,
-                "stat_prefix": "egress",
-                "route_config": {"virtual_hosts": [
-                    {"name": "all", "domains": ["*"], "routes": routes}]},
-                "http_filters": [{"name": "envoy.filters.http.router",
-                                  "typed_config": {"@type": _ROUTER}}],
-            },
-        }]}],
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": _HCM,
+                            "stat_prefix": "egress",
+                            "route_config": {
+                                "virtual_hosts": [
+                                    {"name": "all", "domains": ["*"], "routes": routes}
+                                ]
+                            },
+                            "http_filters": [
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {"@type": _ROUTER},
+                                }
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
     }
     boot: dict[str, Any] = {
         "node": {"id": node_id, "cluster": service, "locality": {"region": region}},
@@ -211,10 +244,21 @@ class Envoy:
         self.log_file = self.dir / "envoy.log"
         self._log = self.log_file.open("wb")
         self.proc = subprocess.Popen(
-            [ENVOY, "-c", str(cfg), "--use-dynamic-base-id", "--concurrency", "1",
-             "--admin-address-path", str(self.admin_file), "-l", "warning",
-             "--disable-hot-restart"],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                ENVOY,
+                "-c",
+                str(cfg),
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "1",
+                "--admin-address-path",
+                str(self.admin_file),
+                "-l",
+                "warning",
+                "--disable-hot-restart",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self.admin = wait_until(self._admin_address, 10, what=f"{name} admin address")
         wait_until(lambda: self._get_or_none("/ready") == "LIVE\n", 10, what=f"{name} LIVE")
@@ -256,7 +300,8 @@ class Envoy:
             if not section.get("@type", "").endswith("EndpointsConfigDump"):
                 continue
             entries = section.get("static_endpoint_configs", []) + section.get(
-                "dynamic_endpoint_configs", [])
+                "dynamic_endpoint_configs", []
+            )
             for entry in entries:
                 cla = entry.get("endpoint_config", {})
                 name = cla.get("cluster_name")
@@ -264,7 +309,9 @@ class Envoy:
                     continue
                 out[name] = {
                     loc.get("locality", {}).get("region", ""): (
-                        int(loc.get("priority", 0)), int(loc.get("load_balancing_weight", 0)))
+                        int(loc.get("priority", 0)),
+                        int(loc.get("load_balancing_weight", 0)),
+                    )
                     for loc in cla.get("endpoints", [])
                 }
         return out

@@ -24,8 +24,12 @@ EPS = endpoints({"cart": {"us-west": 2, "us-east": 2, "eu": 1}, "ads": {"us-west
 
 
 def make(west: dict[str, float] | None = None, east: dict[str, float] | None = None) -> XdsCache:
-    return XdsCache(split_routing(west or {"us-west": 0.8, "us-east": 0.2},
-                                  east or {"us-west": 0.3, "us-east": 0.7}), EPS)
+    return XdsCache(
+        split_routing(
+            west or {"us-west": 0.8, "us-east": 0.2}, east or {"us-west": 0.3, "us-east": 0.7}
+        ),
+        EPS,
+    )
 
 
 def test_views_get_their_own_weights_and_share_one_object() -> None:
@@ -65,8 +69,9 @@ def test_update_notifies_only_watchers_of_changed_resources() -> None:
     before_east = cache.resource(EAST, "cart")
 
     # Only the west route changes.
-    result = cache.set_routing(split_routing({"us-west": 0.6, "us-east": 0.4},
-                                             {"us-west": 0.3, "us-east": 0.7}))
+    result = cache.set_routing(
+        split_routing({"us-west": 0.6, "us-east": 0.4}, {"us-west": 0.3, "us-east": 0.7})
+    )
     assert (result.changed, result.notified) == (1, 1)
     assert w_west.calls == [["cart"]] and w_east.calls == [] and w_ads.calls == []
     assert cache.resource(EAST, "cart") is before_east

@@ -17,10 +17,16 @@ from envoy_harness import EnvoyFactory, Transport, Upstreams, assert_split, wait
 
 from slate.cli import main
 
-ROUTES = {"routes": [
-    {"from_service": "frontend", "from_cluster": "us-west", "to": "cart",
-     "weights": {"us-west": 0.8, "us-east": 0.2}},
-]}
+ROUTES = {
+    "routes": [
+        {
+            "from_service": "frontend",
+            "from_cluster": "us-west",
+            "to": "cart",
+            "weights": {"us-west": 0.8, "us-east": 0.2},
+        },
+    ]
+}
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -31,8 +37,11 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def write_routes(path: Path, west: dict[str, float]) -> None:
-    data = {"routes": [{"from_service": "frontend", "from_cluster": "us-west", "to": "cart",
-                        "weights": west}]}
+    data = {
+        "routes": [
+            {"from_service": "frontend", "from_cluster": "us-west", "to": "cart", "weights": west}
+        ]
+    }
     write_atomically(path, json.dumps(data))
 
 
@@ -55,17 +64,27 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     [
         (None, None, "cannot read route file"),
         ("{not json", "services: {}", "not valid JSON"),
-        ('{"routes": [{"from_service": "a", "from_cluster": "w", "to": "b", '
-         '"weights": {"w": -1}}]}', "services: {}", "routes[0].weights.w: must be >= 0"),
-        (json.dumps(ROUTES), "services: {cart: {clusters: {w: [nope]}}}",
-         "services.cart.clusters.w[0]: must be 'host:port'"),
+        (
+            '{"routes": [{"from_service": "a", "from_cluster": "w", "to": "b", '
+            '"weights": {"w": -1}}]}',
+            "services: {}",
+            "routes[0].weights.w: must be >= 0",
+        ),
+        (
+            json.dumps(ROUTES),
+            "services: {cart: {clusters: {w: [nope]}}}",
+            "services.cart.clusters.w[0]: must be 'host:port'",
+        ),
         (json.dumps(ROUTES), "services: [", "not valid YAML"),
         (json.dumps(ROUTES), None, "cannot read endpoints file"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_the_problem(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    routes_text: str | None, endpoints_text: str | None, expected: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    routes_text: str | None,
+    endpoints_text: str | None,
+    expected: str,
 ) -> None:
     routes, eps = tmp_path / "routes.json", tmp_path / "endpoints.yaml"
     if routes_text is not None:
@@ -85,15 +104,17 @@ def test_busy_port_exits_2(files: tuple[Path, Path], capsys: pytest.CaptureFixtu
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code = main(["xds", "serve", "--routes", str(routes), "--endpoints", str(eps),
-                     "--port", str(port)])
+        code = main(
+            ["xds", "serve", "--routes", str(routes), "--endpoints", str(eps), "--port", str(port)]
+        )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("slate: --port: cannot listen on") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("flag", ["--weight-total", "--reload-interval"])
-def test_numeric_options_are_checked(files: tuple[Path, Path],
-                                     capsys: pytest.CaptureFixture[str], flag: str) -> None:
+def test_numeric_options_are_checked(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
     routes, eps = files
     code = main(["xds", "serve", "--routes", str(routes), "--endpoints", str(eps), flag, "0"])
     assert code == 2 and capsys.readouterr().err.startswith(f"slate: {flag}: must be")
@@ -106,10 +127,26 @@ class Served:
         self.log_path = log
         self._log = log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slate.cli", "xds", "serve", "--routes", str(routes),
-             "--endpoints", str(eps), "--port", "0", "--metrics-port", "0",
-             "--reload-interval", "0.05"],
-            stdout=subprocess.PIPE, stderr=self._log, text=True,
+            [
+                sys.executable,
+                "-m",
+                "slate.cli",
+                "xds",
+                "serve",
+                "--routes",
+                str(routes),
+                "--endpoints",
+                str(eps),
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--reload-interval",
+                "0.05",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # "slate xds: serving on H:P metrics on H:P"
@@ -129,7 +166,7 @@ class Served:
         for line in text.splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
                 key, _, value = line.rpartition(" ")
-                out[key[len(name):]] = float(value)
+                out[key[len(name) :]] = float(value)
         return out
 
     def stop(self) -> int:
@@ -152,20 +189,28 @@ def test_serve_reloads_files_and_envoy_follows(
     write_endpoints(eps, upstreams.addresses())
     s = Served(routes, eps, tmp_path / "serve.log")
     try:
-        west = envoys("west", region="us-west", xds_port=s.port,
-                      transport=Transport("ads", "delta"))
+        west = envoys(
+            "west", region="us-west", xds_port=s.port, transport=Transport("ads", "delta")
+        )
 
         def cart() -> Any:
             return west.eds_weights().get("cart")
 
-        wait_until(lambda: cart() == {"us-west": (0, 8000), "us-east": (0, 2000), "eu": (1, 1)},
-                   5, what="initial weights")
+        wait_until(
+            lambda: cart() == {"us-west": (0, 8000), "us-east": (0, 2000), "eu": (1, 1)},
+            5,
+            what="initial weights",
+        )
         assert s.metric("slate_xds_streams") == {
-            '{api="ads",mode="delta",view="frontend@us-west"}': 1.0}
+            '{api="ads",mode="delta",view="frontend@us-west"}': 1.0
+        }
 
         write_routes(routes, {"us-west": 0.5, "us-east": 0.5})
-        wait_until(lambda: cart() == {"us-west": (0, 5000), "us-east": (0, 5000), "eu": (1, 1)},
-                   5, what="reloaded routes")
+        wait_until(
+            lambda: cart() == {"us-west": (0, 5000), "us-east": (0, 5000), "eu": (1, 1)},
+            5,
+            what="reloaded routes",
+        )
 
         # A bad routes file is refused with a logged reason; the previous state stays.
         write_atomically(routes, '{"routes": [{"from_service": "frontend"}]}')
@@ -178,8 +223,11 @@ def test_serve_reloads_files_and_envoy_follows(
         # Endpoints change: eu leaves, and the backstop locality goes with it.
         addrs = upstreams.addresses()
         write_endpoints(eps, {"us-west": addrs["us-west"], "us-east": addrs["us-east"]})
-        wait_until(lambda: cart() == {"us-west": (0, 5000), "us-east": (0, 5000)}, 5,
-                   what="reloaded endpoints")
+        wait_until(
+            lambda: cart() == {"us-west": (0, 5000), "us-east": (0, 5000)},
+            5,
+            what="reloaded endpoints",
+        )
         reloads = s.metric("slate_xds_reloads_total")
         assert reloads['{file="routes",result="applied"}'] == 1
         assert reloads['{file="routes",result="rejected"}'] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,14 @@ def test_parse_valid_file(tmp_path: Path) -> None:
         ({"services": {"cart": {"clusters": {"w": "10.0.0.1:1"}}}}, "services.cart.clusters.w"),
         ({"services": {"cart": {"clusters": {"w": ["10.0.0.1"]}}}}, "services.cart.clusters.w[0]"),
         ({"services": {"cart": {"clusters": {"w": ["x:80"]}}}}, "services.cart.clusters.w[0]"),
-        ({"services": {"cart": {"clusters": {"w": ["10.0.0.1:0"]}}}},
-         "services.cart.clusters.w[0]"),
-        ({"services": {"cart": {"clusters": {"w": ["10.0.0.1:1", "10.0.0.1:1"]}}}},
-         "services.cart.clusters.w"),
+        (
+            {"services": {"cart": {"clusters": {"w": ["10.0.0.1:0"]}}}},
+            "services.cart.clusters.w[0]",
+        ),
+        (
+            {"services": {"cart": {"clusters": {"w": ["10.0.0.1:1", "10.0.0.1:1"]}}}},
+            "services.cart.clusters.w",
+        ),
         ({"services": {"a.b": {"clusters": {}}}}, "services.a.b"),
         ({"services": {}, "rtt_ms": {"a": {"b": -1}}}, "rtt_ms.a.b"),
         ({"services": {}, "rtt_ms": {"a": 3}}, "rtt_ms.a"),
@@ -93,6 +98,7 @@ def test_static_source_reloads_and_keeps_last_good(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         updates = source.updates()
+        assert isinstance(updates, AsyncGenerator)
         # A bad edit is skipped (and reported); the next good one comes through.
         f.write_text("services: {cart: {clusters: {w: ['nope']}}}\n")
         os.utime(f, ns=(1, 1))

@@ -47,8 +47,12 @@ def wait_weights(envoy: Envoy, expected: dict[str, tuple[int, int]], timeout: fl
     """Wait until Envoy's `cart` CLA has exactly these (priority, weight) per region; returns
     the seconds it took."""
     start = time.monotonic()
-    wait_until(lambda: envoy.eds_weights().get("cart") == expected, timeout, interval=0.01,
-               what=f"{envoy.name} to apply {expected}")
+    wait_until(
+        lambda: envoy.eds_weights().get("cart") == expected,
+        timeout,
+        interval=0.01,
+        what=f"{envoy.name} to apply {expected}",
+    )
     return time.monotonic() - start
 
 
@@ -72,7 +76,8 @@ def test_two_localities_follow_their_own_weights(
     # The two expectations are further apart than their tolerances, so swapped or mixed views
     # would fail; eu has endpoints but no weight (priority 1) and must get nothing.
     assert abs(WEST["us-west"] - EAST["us-west"]) * N > (
-        split_tolerance(N, WEST["us-west"]) + split_tolerance(N, EAST["us-west"]))
+        split_tolerance(N, WEST["us-west"]) + split_tolerance(N, EAST["us-west"])
+    )
     assert_split(west.split("cart", N), WEST, N)
     assert_split(east.split("cart", N), EAST, N)
 
@@ -121,7 +126,8 @@ def test_rejected_update_leaves_envoy_on_previous_weights(
     assert stream.responses == responses == 2
     assert west.stat("cluster.cart.update_rejected") == 1
     nacks = server.server.metrics.registry.get_sample_value(
-        "slate_xds_nacks_total", {"mode": transport.mode, "view": "frontend@us-west"})
+        "slate_xds_nacks_total", {"mode": transport.mode, "view": "frontend@us-west"}
+    )
     assert nacks == 1
     assert stream.nacked["cart"] != stream.acked["cart"]
 

@@ -17,12 +17,14 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "xds"
 
 
 def test_example_routes_and_endpoints_serve_the_documented_weights() -> None:
-    cache = XdsCache(load_routing(EXAMPLES / "routes.json"),
-                     load_endpoints(EXAMPLES / "endpoints.yaml"))
+    cache = XdsCache(
+        load_routing(EXAMPLES / "routes.json"), load_endpoints(EXAMPLES / "endpoints.yaml")
+    )
     res = cache.resource(ViewKey("frontend", "us-west"), "productcatalog.list")
     assert res is not None
-    weights = {loc.locality.region: loc.load_balancing_weight.value
-               for loc in res.message().endpoints}
+    weights = {
+        loc.locality.region: loc.load_balancing_weight.value for loc in res.message().endpoints
+    }
     assert weights == {"us-west": 8000, "us-east": 2000}
 
 
@@ -30,8 +32,18 @@ def test_example_routes_and_endpoints_serve_the_documented_weights() -> None:
 def test_example_bootstrap_is_accepted_by_envoy() -> None:
     assert ENVOY is not None
     done = subprocess.run(
-        [ENVOY, "--mode", "validate", "-c", str(EXAMPLES / "envoy-frontend-us-west.yaml"),
-         "--use-dynamic-base-id", "-l", "error"],
-        capture_output=True, text=True, timeout=30,
+        [
+            ENVOY,
+            "--mode",
+            "validate",
+            "-c",
+            str(EXAMPLES / "envoy-frontend-us-west.yaml"),
+            "--use-dynamic-base-id",
+            "-l",
+            "error",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stdout + done.stderr

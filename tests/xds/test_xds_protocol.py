@@ -39,8 +39,9 @@ def new_delta(c: XdsCache) -> tuple[DeltaStream, list[NackRecord]]:
 
 
 def reweight(c: XdsCache, west_share: float) -> None:
-    c.set_routing(split_routing({"us-west": west_share, "us-east": 1 - west_share},
-                                {"us-east": 1.0}))
+    c.set_routing(
+        split_routing({"us-west": west_share, "us-east": 1 - west_share}, {"us-east": 1.0})
+    )
 
 
 # ---- refusing streams ---------------------------------------------------------------------------

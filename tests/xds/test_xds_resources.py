@@ -32,9 +32,16 @@ def eps(*clusters: str, per: int = 1) -> dict[str, tuple[Endpoint, ...]]:
 
 
 def index(*routes: tuple[str, str, str, dict[str, float]]) -> RouteIndex:
-    return RouteIndex(routing_from_json({"routes": [
-        {"from_service": s, "from_cluster": c, "to": to, "weights": w} for s, c, to, w in routes
-    ]}))
+    return RouteIndex(
+        routing_from_json(
+            {
+                "routes": [
+                    {"from_service": s, "from_cluster": c, "to": to, "weights": w}
+                    for s, c, to, w in routes
+                ]
+            }
+        )
+    )
 
 
 # ---- integer weights ----------------------------------------------------------------------------
@@ -116,7 +123,10 @@ def test_unrouted_goes_to_own_cluster_when_it_has_endpoints() -> None:
 def test_unrouted_without_local_endpoints_spreads_equally_or_by_rtt() -> None:
     e = EndpointSet({"cart": eps("us-east", "eu", "ap")})
     assert destination_weights(index(), e, FE_WEST, "cart") == {
-        "ap": 1 / 3, "eu": 1 / 3, "us-east": 1 / 3}
+        "ap": 1 / 3,
+        "eu": 1 / 3,
+        "us-east": 1 / 3,
+    }
     near = EndpointSet(e.services, {("us-west", "us-east"): 60, ("eu", "us-west"): 140})
     assert destination_weights(index(), near, FE_WEST, "cart") == {"us-east": 1.0}
     tie = EndpointSet(e.services, {("us-west", "us-east"): 60, ("us-west", "eu"): 60})
@@ -148,10 +158,17 @@ def test_cla_localities_priorities_and_weights() -> None:
     cla = build_cla("cart", plan, by_cluster, ClaOptions())
     assert cla.cluster_name == "cart"
     got = {
-        loc.locality.region: (loc.priority, loc.load_balancing_weight.value,
-                              [(e.endpoint.address.socket_address.address,
-                                e.endpoint.address.socket_address.port_value)
-                               for e in loc.lb_endpoints])
+        loc.locality.region: (
+            loc.priority,
+            loc.load_balancing_weight.value,
+            [
+                (
+                    e.endpoint.address.socket_address.address,
+                    e.endpoint.address.socket_address.port_value,
+                )
+                for e in loc.lb_endpoints
+            ],
+        )
         for loc in cla.endpoints
     }
     assert got == {

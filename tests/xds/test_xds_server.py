@@ -60,10 +60,15 @@ class Stream:
     A reader task queues responses, so waiting for "nothing more" does not cancel the RPC.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, method: str = ADS_SOTW,
-                 serializer: Any = lambda m: m.SerializeToString()) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        method: str = ADS_SOTW,
+        serializer: Any = lambda m: m.SerializeToString(),
+    ) -> None:
         self.call = channel.stream_stream(
-            method, request_serializer=serializer, response_deserializer=None)()
+            method, request_serializer=serializer, response_deserializer=None
+        )()
         self.responses: asyncio.Queue[bytes] = asyncio.Queue()
         self._reader = asyncio.ensure_future(self._read())
 
@@ -103,8 +108,10 @@ def test_streams_of_one_view_get_the_same_bytes() -> None:
             assert ra == rb  # same view, same bytes (first nonce is "1" on both)
             assert ra != re
             assert cla_weights(parse_sotw(ra)[1]["cart"])["us-west"] == (0, 8000)
-            assert cla_weights(parse_sotw(re)[1]["cart"]) == {"us-east": (0, 10_000),
-                                                              "us-west": (1, 1)}
+            assert cla_weights(parse_sotw(re)[1]["cart"]) == {
+                "us-east": (0, 10_000),
+                "us-west": (1, 1),
+            }
             resources = {id(cache.resource(s.view, "cart")) for s in server.streams if s.view}
             assert len(resources) == 2  # one Resource object per view, three streams
 
@@ -133,8 +140,13 @@ def test_bad_streams_are_closed_alone() -> None:
             assert await no_node.status() == grpc.StatusCode.INVALID_ARGUMENT
 
             lds = Stream(channel)
-            await lds.write(sotw([], with_node=node(),
-                                 type_url="type.googleapis.com/envoy.config.listener.v3.Listener"))
+            await lds.write(
+                sotw(
+                    [],
+                    with_node=node(),
+                    type_url="type.googleapis.com/envoy.config.listener.v3.Listener",
+                )
+            )
             assert await lds.status() == grpc.StatusCode.UNIMPLEMENTED
 
             garbage = Stream(channel, ADS_SOTW, serializer=None)
@@ -165,8 +177,14 @@ def test_sotw_nack_is_counted_reported_and_not_resent(method: str) -> None:
             await call.write(sotw(["cart"], nonce=first.nonce, version=first.version_info))
             cache.set_routing(split_routing({"us-west": 0.1, "us-east": 0.9}, {"us-east": 1.0}))
             pushed, _ = parse_sotw(await call.read())
-            await call.write(sotw(["cart"], nonce=pushed.nonce, version=first.version_info,
-                                  error="rejected by test"))
+            await call.write(
+                sotw(
+                    ["cart"],
+                    nonce=pushed.nonce,
+                    version=first.version_info,
+                    error="rejected by test",
+                )
+            )
             await call.assert_quiet()  # no re-send of the rejected version
             cache.set_routing(cache.routing)
             await call.assert_quiet()
@@ -198,8 +216,12 @@ def test_delta_push_and_nack(method: str) -> None:
             assert cla_weights(res["cart"][1])["us-west"] == (0, 3000)
             await call.write(delta(nonce=resp.nonce, error="nope"))
             await call.assert_quiet()
-            assert server.metrics.registry.get_sample_value(
-                "slate_xds_nacks_total", {"mode": "delta", "view": "frontend@us-west"}) == 1
+            assert (
+                server.metrics.registry.get_sample_value(
+                    "slate_xds_nacks_total", {"mode": "delta", "view": "frontend@us-west"}
+                )
+                == 1
+            )
             call.cancel()
 
     run(scenario())
@@ -242,7 +264,8 @@ def test_push_latency_is_observed_for_updates() -> None:
             cache.set_routing(split_routing({"us-east": 1.0}, {"us-east": 1.0}))
             await call.read()
             assert get("slate_xds_push_latency_seconds_count", {"mode": "sotw"}) == 1
-            assert get("slate_xds_push_latency_seconds_sum", {"mode": "sotw"}) < 1.0
+            latency = get("slate_xds_push_latency_seconds_sum", {"mode": "sotw"})
+            assert latency is not None and latency < 1.0
             call.cancel()
 
     run(scenario())

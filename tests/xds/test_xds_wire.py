@@ -30,8 +30,9 @@ def test_sotw_body_with_nonce_parses() -> None:
     # A large CLA exercises multi-byte length varints.
     small, big = _cla("a", 1), _cla("b", 2000)
     assert len(big) > 16384
-    body = wire.sotw_body("v1", CLA_TYPE_URL, [wire.any_message(CLA_TYPE_URL, x)
-                                               for x in (small, big)])
+    body = wire.sotw_body(
+        "v1", CLA_TYPE_URL, [wire.any_message(CLA_TYPE_URL, x) for x in (small, big)]
+    )
     resp = discovery_pb2.DiscoveryResponse.FromString(wire.with_nonce(body, "42"))
     assert resp.version_info == "v1"
     assert resp.type_url == CLA_TYPE_URL

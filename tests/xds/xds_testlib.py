@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -50,7 +51,7 @@ def delta(
     nonce: str = "",
     error: str | None = None,
     with_node: Any = None,
-    initial: dict[str, str] | None = None,
+    initial: Mapping[str, str] | None = None,
     type_url: str = CLA_TYPE_URL,
 ) -> Any:
     req = discovery_pb2.DeltaDiscoveryRequest(
@@ -68,9 +69,14 @@ def delta(
 
 
 def routing(*routes: tuple[str, str, str, dict[str, float]]) -> Routing:
-    return routing_from_json({"routes": [
-        {"from_service": s, "from_cluster": c, "to": to, "weights": w} for s, c, to, w in routes
-    ]})
+    return routing_from_json(
+        {
+            "routes": [
+                {"from_service": s, "from_cluster": c, "to": to, "weights": w}
+                for s, c, to, w in routes
+            ]
+        }
+    )
 
 
 def endpoints(services: dict[str, dict[str, int]], port: int = 8080) -> EndpointSet:
