@@ -33,9 +33,9 @@ from slate.xds.metrics import XdsMetrics
 from slate.xds.resources import (
     CLA_TYPE_URL,
     ClaOptions,
+    ClaWriter,
     LocalityPlan,
     RouteIndex,
-    build_cla,
     destination_weights,
     locality_plan,
 )
@@ -114,6 +114,7 @@ class XdsCache:
         metrics: XdsMetrics | None = None,
     ) -> None:
         self.options = options or ClaOptions()
+        self._writer = ClaWriter(self.options)
         self.metrics = metrics
         self.generation = 1
         self._index = RouteIndex(routing)
@@ -318,11 +319,9 @@ class XdsCache:
             return old
         res = self._interned.get((name, plan))
         if res is None:
-            cla = build_cla(name, plan, by_cluster, self.options)
             used = {c: by_cluster[c] for c, _, _ in plan}
-            res = Resource.of(
-                name, cla.SerializeToString(deterministic=True), self.generation, plan, used
-            )
+            cla = self._writer.cla(name, plan, by_cluster)
+            res = Resource.of(name, cla, self.generation, plan, used)
             self._interned[(name, plan)] = res
         if old is not None and old.version == res.version:
             return old

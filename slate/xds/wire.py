@@ -23,6 +23,8 @@ _LEN = 2  # wire type of length-delimited fields
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -37,6 +39,11 @@ def _varint(n: int) -> bytes:
 def field(number: int, payload: bytes) -> bytes:
     """One length-delimited field (string, bytes or embedded message)."""
     return _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
+
+
+def varint_field(number: int, value: int) -> bytes:
+    """One varint field (proto3: omitted when 0, as protobuf does)."""
+    return _varint(number << 3) + _varint(value) if value else b""
 
 
 def _string(number: int, text: str) -> bytes:

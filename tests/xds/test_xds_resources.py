@@ -13,6 +13,7 @@ from slate.xds.endpoints import Endpoint, EndpointSet
 from slate.xds.resources import (
     TLS_MATCH_KEY,
     ClaOptions,
+    ClaWriter,
     RouteIndex,
     build_cla,
     destination_weights,
@@ -192,3 +193,32 @@ def test_cla_weight_total_is_respected() -> None:
     plan = locality_plan({"a": 1, "b": 1, "c": 1}, by_cluster, 1000)
     assert sum(w for _, p, w in plan if p == 0) == 1000
     assert math.isclose(sum(w for _, _, w in plan), 1000)
+
+
+@given(
+    weights=st.lists(st.floats(0, 1), min_size=3, max_size=3),
+    per=st.integers(0, 700),
+    total=st.sampled_from([100, 10_000, 1_000_000]),
+    istio=st.booleans(),
+)
+def test_cla_writer_matches_protobuf_byte_for_byte(
+    weights: list[float], per: int, total: int, istio: bool
+) -> None:
+    # Versions are hashes of these bytes: the joined CLA must equal protobuf's own serialisation.
+    # (700 endpoints make a locality longer than 16 KiB: multi-byte lengths.)
+    by_cluster = {
+        "us-west": tuple(Endpoint(f"10.0.{j // 250}.{j % 250 + 1}", 8080) for j in range(per)),
+        "us-east": (Endpoint("fd00::7", 80), Endpoint("10.1.0.1", 65535)),
+        "eu": (Endpoint("10.2.0.1", 1),),
+        "ap": (),
+    }
+    plan = locality_plan(
+        dict(zip(["us-west", "us-east", "eu"], weights, strict=True)), by_cluster, total
+    )
+    options = ClaOptions(istio_tls_metadata=istio)
+    writer = ClaWriter(options)
+    expected = build_cla("cart.ep1", plan, by_cluster, options).SerializeToString(
+        deterministic=True
+    )
+    assert writer.cla("cart.ep1", plan, by_cluster) == expected
+    assert writer.cla("cart.ep1", plan, by_cluster) == expected  # from the memo
