@@ -1,20 +1,32 @@
 """xDS fan-out: how long until a new weight set reaches every connected proxy stream.
 
-    .venv/bin/python bench/xds_fanout.py [--sizes 100,1000,5000,10000] [--mode sotw|delta]
+    .venv/bin/python bench/xds_fanout.py [--sizes 100,1000,5000,10000] [--mode sotw|delta|both]
+                                         [--no-floor] [--client lean|grpc]
 
 The server runs in its own process (the real `XdsServer` + `XdsCache`, as `slate xds serve` runs
 it); this process plays N proxies, each on its own connection, identified like plain Envoys
 (node.cluster = source service, locality.region = source cluster). Views are spread like a real
 mesh: 40 services + ingress in 3 clusters (123 views), sidecar counts per service falling off
 Zipf-like, each proxy subscribing to the 2-5 destinations (services or endpoint classes) its
-service calls. Each proxy parses every response and ACKs it, as Envoy does.
+service calls. Each proxy receives every response in full and ACKs it (version + nonce), as Envoy
+does; the server must process every ACK before an update counts as done.
+
+The proxies share the machine's cores with the server. By default they are lean (`LeanProxy`: a
+minimal HTTP/2 client on a plain asyncio protocol, as cheap per message as we can make Python),
+so the figures are mostly the server's; `--client grpc` uses grpc.aio clients instead, which cost
+about as much CPU as the server does. Their CPU is reported separately, as is any other process's
+CPU on the machine meanwhile.
 
 For each N: connect all streams (initial responses ACKed), then apply full routing updates (every
 route re-weighted, so every stream gets a push) and measure, per update:
   * seconds from the update call in the server to the last stream's response arriving,
-  * server CPU seconds spent on the update (build, push, and processing the ACKs),
+  * server CPU seconds from the update until every ACK is processed (all threads, and its event
+    loop thread alone), the proxies' CPU and other processes' CPU in the same window,
 and once per N the server RSS per connected stream. Then one update that changes a single view,
-to show that only that view's streams are pushed. Figures only: nothing passes or fails on time.
+to show that only that view's streams are pushed. With the floor (default), the same is measured
+against a bare grpc.aio server (same server options) that writes one pre-built response per
+stream and reads the ACKs: the cost of the transport alone. Figures only: nothing passes or fails
+on time.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ TARGET_S = 2.0
 ISTIOD_SIDECARS_PER_VCPU = 2000
 CONNECT_BATCH = 250
 PHASE_TIMEOUT_S = 60.0
-UPDATES_PER_SIZE = 3
+UPDATES_PER_SIZE = 5
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -227,7 +239,9 @@ class FloorServer:
         method = grpc.stream_stream_rpc_method_handler(
             handler, request_deserializer=None, response_serializer=None
         )
-        self._server = grpc.aio.server()
+        from slate.xds.server import SERVER_OPTIONS
+
+        self._server = grpc.aio.server(options=SERVER_OPTIONS)
         self._server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -682,7 +696,7 @@ async def wait_acked(server: Server, deadline: float) -> dict[str, Any]:
         stats = await server.ask("stats")
         if stats["unacked"] == 0 or time.monotonic() > deadline:
             return stats
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)  # each poll walks every stream in the server
 
 
 def machine_busy() -> float:
@@ -756,10 +770,11 @@ async def measure(n: int, mode: str, floor: bool = False, client: str = "lean") 
         gc.freeze()
 
         fanout, cpu, build, client_cpu, loop_cpu, other_cpu = [], [], [], [], [], []
+        window: list[float] = []
         for k in range(1, UPDATES_PER_SIZE + 1):
             proxies.expect(k + 1)
             before = await server.ask("stats")
-            mine, busy = own_cpu(), machine_busy()
+            mine, busy, t_upd = own_cpu(), machine_busy(), time.monotonic()
             upd = await server.ask(f"update {k}")
             await asyncio.wait_for(proxies.reached.wait(), PHASE_TIMEOUT_S)
             fanout.append(max(proxies.arrivals) - upd["started"])
@@ -767,6 +782,7 @@ async def measure(n: int, mode: str, floor: bool = False, client: str = "lean") 
             client_cpu.append(own_cpu() - mine)
             cpu.append(after["cpu_s"] - before["cpu_s"])
             other_cpu.append(machine_busy() - busy - client_cpu[-1] - cpu[-1])
+            window.append(time.monotonic() - t_upd)
             loop_cpu.append(after["main_cpu_s"] - before["main_cpu_s"])
             build.append(upd["build_s"])
             out["changed"] = upd["changed"]
@@ -775,7 +791,9 @@ async def measure(n: int, mode: str, floor: bool = False, client: str = "lean") 
         out["client_cpu_s"] = client_cpu
         out["loop_cpu_s"] = loop_cpu
         out["other_cpu_s"] = other_cpu
+        out["window_s"] = window
         out["build_s"] = build
+        out["errors"] = len(proxies.failed)
         if floor:
             return out
 
@@ -801,48 +819,60 @@ async def measure(n: int, mode: str, floor: bool = False, client: str = "lean") 
     return out
 
 
-def report(r: dict[str, Any]) -> None:
+def _med(r: dict[str, Any], key: str) -> float:
+    return float(statistics.median(r[key]))
+
+
+def report(r: dict[str, Any], floor: dict[str, Any] | None) -> None:
     n = r["streams"]
-    best, med = min(r["fanout_s"]), statistics.median(r["fanout_s"])
-    cpu = statistics.median(r["cpu_s"])
+    cores = os.cpu_count() or 1
+    best, med = min(r["fanout_s"]), _med(r, "fanout_s")
+    cpu, loop_cpu = _med(r, "cpu_s"), _med(r, "loop_cpu_s")
+    ccpu, other = _med(r, "client_cpu_s"), _med(r, "other_cpu_s")
+    busy = [
+        (s + c + o) / (cores * w)
+        for s, c, o, w in zip(
+            r["cpu_s"], r["client_cpu_s"], r["other_cpu_s"], r["window_s"], strict=True
+        )
+    ]
     print(f"\n{n:>6} streams ({r['mode']}, {r['views']} views, {r['changed']} CLAs per update)")
     print(f"  connect + first response, all streams : {r['connect_s']:.2f} s")
     print(
         f"  update -> last stream's response      : median {med:.3f} s, best {best:.3f} s "
         f"({', '.join(f'{x:.3f}' for x in r['fanout_s'])})"
     )
-    print(f"  view rebuild in the update call       : {statistics.median(r['build_s']):.3f} s")
+    print(f"  view rebuild in the update call       : {_med(r, 'build_s'):.3f} s")
     print(
-        f"  server CPU per update (push + ACKs)   : {cpu:.2f} s = "
-        f"{1000 * cpu / n:.3f} CPU-ms per stream"
+        f"  server CPU, update until all ACKed    : {cpu:.2f} s = {1000 * cpu / n:.3f} CPU-ms "
+        f"per stream; event loop thread {loop_cpu:.2f} s, gRPC core threads {cpu - loop_cpu:.2f} s"
     )
-    ccpu = statistics.median(r["client_cpu_s"])
+    print(f"  simulated proxies' CPU meanwhile      : {ccpu:.2f} s ({r['client']} clients)")
+    print(f"  other processes' CPU meanwhile        : {other:.2f} s")
     print(
-        f"  ... of which the server's event loop  : {statistics.median(r['loop_cpu_s']):.2f} s "
-        "(the rest: gRPC core threads)"
-    )
-    print(f"  proxies' CPU per update (this process): {ccpu:.2f} s")
-    print(
-        f"  other processes' CPU meanwhile       : {statistics.median(r['other_cpu_s']):.2f} s "
-        "(not this benchmark: 2 cores are shared)"
+        f"  all {cores} cores busy                      : {100 * statistics.median(busy):.0f}% "
+        f"of the window (update until all ACKed, median {_med(r, 'window_s'):.2f} s)"
     )
     print(
         f"  server RSS                            : {r['server_rss_mb']:.0f} MB, "
         f"{r['rss_per_stream_kb']:.1f} KB per stream"
     )
-    print(f"  streams reached per second            : {n / med:,.0f}")
     print(
         f"  one-view update ({r['one_view']['view']}): pushed to "
         f"{r['one_view']['notified']} of {n} streams "
         f"({r['one_view']['streams_in_view']} in that view)"
     )
-    # istiod is sized at 1 vCPU per ~2,000 sidecars; at our cost, one vCPU does a full weight
-    # push to 2,000 streams in:
     per_2000 = cpu / n * ISTIOD_SIDECARS_PER_VCPU
     print(
-        f"  a full push to {ISTIOD_SIDECARS_PER_VCPU:,} streams costs {per_2000:.2f} CPU-s "
-        f"(one vCPU could repeat it every {per_2000:.2f} s)"
+        f"  istiod sizing (1 vCPU per {ISTIOD_SIDECARS_PER_VCPU:,} sidecars): a full push to "
+        f"{ISTIOD_SIDECARS_PER_VCPU:,} streams costs {per_2000:.2f} CPU-s"
     )
+    if floor is not None:
+        fl, fc = _med(floor, "fanout_s"), _med(floor, "cpu_s")
+        print(
+            f"  bare grpc.aio floor, same run         : {fl:.3f} s to last, {fc:.2f} CPU-s "
+            f"(proxies {_med(floor, 'client_cpu_s'):.2f}) -> slate takes {med / fl:.2f}x the "
+            f"time, {cpu / fc:.2f}x the server CPU"
+        )
     if r["errors"]:
         print(f"  streams that failed: {r['errors']}")
     if n == 10_000:
@@ -853,10 +883,33 @@ def report(r: dict[str, Any]) -> None:
         )
 
 
+def summary(rows: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
+    print(
+        "\nsummary (medians; CPU in CPU-s per full update, from the update until every ACK is "
+        "processed)\n"
+        "  mode   streams  to last  vs 2 s  server CPU (loop)  proxies  other   RSS/stream"
+        "  floor: to last  CPU   slate/floor time  CPU-s per 2,000"
+    )
+    for r, f in rows:
+        n, med, cpu = r["streams"], _med(r, "fanout_s"), _med(r, "cpu_s")
+        floor = (
+            f"{_med(f, 'fanout_s'):>13.3f} s {_med(f, 'cpu_s'):5.2f}  "
+            f"{med / _med(f, 'fanout_s'):>15.2f}x"
+            if f is not None
+            else f"{'-':>15} {'-':>5}  {'-':>16}"
+        )
+        print(
+            f"  {r['mode']:<6} {n:>7,} {med:>7.3f} s {med / TARGET_S:>6.2f}  "
+            f"{cpu:>9.2f} ({_med(r, 'loop_cpu_s'):4.2f})  {_med(r, 'client_cpu_s'):>7.2f}  "
+            f"{_med(r, 'other_cpu_s'):>5.2f}  {r['rss_per_stream_kb']:>7.1f} KB  {floor}  "
+            f"{cpu / n * ISTIOD_SIDECARS_PER_VCPU:>15.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--sizes", default="100,1000,5000,10000")
-    parser.add_argument("--mode", choices=["sotw", "delta"], default="sotw")
+    parser.add_argument("--mode", choices=["sotw", "delta", "both"], default="both")
     parser.add_argument(
         "--client",
         choices=["lean", "grpc"],
@@ -864,9 +917,10 @@ def main() -> None:
         help="simulated proxies: a minimal HTTP/2 client (default) or grpc.aio clients",
     )
     parser.add_argument(
-        "--floor",
-        action="store_true",
-        help="also measure a bare grpc.aio server (same transport, no xDS logic) per size",
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="skip the bare grpc.aio server (same transport, no xDS logic) measured per size",
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
@@ -876,27 +930,23 @@ def main() -> None:
     if args.serve or args.serve_floor:
         serve(args.port, floor=args.serve_floor)
         return
+    modes = ["sotw", "delta"] if args.mode == "both" else [args.mode]
     print(
-        f"xDS fan-out, {os.cpu_count()} cores; server in its own process; "
-        f"proxies in this one ({args.mode}, one connection each)"
+        f"xDS fan-out, {os.cpu_count()} cores; server in its own process; {args.client} "
+        f"simulated proxies in this one, one connection each; {UPDATES_PER_SIZE} updates per size"
     )
+    started = time.monotonic()
+    rows: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     for n in (int(x) for x in args.sizes.split(",")):
-        t = time.monotonic()
-        r = asyncio.run(measure(n, args.mode, client=args.client))
-        report(r)
-        if args.floor and args.mode == "sotw":
-            f = asyncio.run(measure(n, "sotw", floor=True, client=args.client))
-            fl, sl = statistics.median(f["fanout_s"]), statistics.median(r["fanout_s"])
-            fc, sc = statistics.median(f["cpu_s"]), statistics.median(r["cpu_s"])
-            print(
-                f"  bare grpc.aio floor (write + read ACK): {fl:.3f} s to last, {fc:.2f} CPU-s "
-                f"-> slate costs {sl / fl:.2f}x the time, {sc / fc:.2f}x the CPU"
-            )
-        self_cpu = resource.getrusage(resource.RUSAGE_SELF)
-        print(
-            f"  (bench wall {time.monotonic() - t:.1f} s; proxy-side CPU so far "
-            f"{self_cpu.ru_utime + self_cpu.ru_stime:.1f} s)"
+        floor = (
+            asyncio.run(measure(n, "sotw", floor=True, client=args.client)) if args.floor else None
         )
+        for mode in modes:
+            r = asyncio.run(measure(n, mode, client=args.client))
+            report(r, floor)
+            rows.append((r, floor))
+    summary(rows)
+    print(f"\n(bench wall {time.monotonic() - started:.0f} s)")
 
 
 if __name__ == "__main__":
