@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -235,6 +236,7 @@ class FloorServer:
                     await context.write(self.payload)
             finally:
                 reader.cancel()
+                self.streams.remove(state)
 
         method = grpc.stream_stream_rpc_method_handler(
             handler, request_deserializer=None, response_serializer=None
@@ -815,6 +817,12 @@ async def measure(n: int, mode: str, floor: bool = False, client: str = "lean") 
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(ch.close() for ch in channels), return_exceptions=True)
+        # Let the server see every stream end before stopping it: streams still ending when
+        # grpc.aio stops a server are each logged as an error.
+        deadline = time.monotonic() + 10
+        with contextlib.suppress(Exception):
+            while (await server.ask("stats"))["streams"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
         server.close()
     return out
 
