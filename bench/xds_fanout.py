@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -622,9 +624,9 @@ class LeanProxy(asyncio.Protocol):
             else:
                 got, _ = _top_fields(body, (5,))
                 ack = self.ack_template + _field(6, got[5])
-            if self.full_parse:
-                _full_parse(self.mode, body)
-        except (ValueError, KeyError, IndexError):
+            if self.full_parse and _full_parse(self.mode, body) != got[5]:
+                raise ValueError("the field walk and protobuf disagree on the nonce")
+        except (ValueError, KeyError, IndexError, DecodeError):
             self._ended()
             return
         self.proxies.got(self.i)
@@ -655,7 +657,8 @@ def _field(number: int, payload: bytes) -> bytes:
     return field(number, payload)
 
 
-def _full_parse(mode: str, body: bytes) -> None:
+def _full_parse(mode: str, body: bytes) -> bytes:
+    """Parse a response and every CLA in it with protobuf; returns its nonce."""
     from envoy.config.endpoint.v3 import endpoint_pb2
     from envoy.service.discovery.v3 import discovery_pb2
 
@@ -663,10 +666,11 @@ def _full_parse(mode: str, body: bytes) -> None:
         resp = discovery_pb2.DiscoveryResponse.FromString(body)
         for r in resp.resources:
             endpoint_pb2.ClusterLoadAssignment.FromString(r.value)
-    else:
-        delta = discovery_pb2.DeltaDiscoveryResponse.FromString(body)
-        for dr in delta.resources:
-            endpoint_pb2.ClusterLoadAssignment.FromString(dr.resource.value)
+        return str(resp.nonce).encode()
+    delta = discovery_pb2.DeltaDiscoveryResponse.FromString(body)
+    for dr in delta.resources:
+        endpoint_pb2.ClusterLoadAssignment.FromString(dr.resource.value)
+    return str(delta.nonce).encode()
 
 
 def lean_requests(
@@ -781,6 +785,7 @@ async def measure(n: int, mode: str, floor: bool = False, client: str = "lean") 
             await asyncio.wait_for(proxies.reached.wait(), PHASE_TIMEOUT_S)
             fanout.append(max(proxies.arrivals) - upd["started"])
             after = await wait_acked(server, time.monotonic() + PHASE_TIMEOUT_S)
+            out["unacked"] = max(out.get("unacked", 0), after["unacked"])
             client_cpu.append(own_cpu() - mine)
             cpu.append(after["cpu_s"] - before["cpu_s"])
             other_cpu.append(machine_busy() - busy - client_cpu[-1] - cpu[-1])
@@ -883,6 +888,10 @@ def report(r: dict[str, Any], floor: dict[str, Any] | None) -> None:
         )
     if r["errors"]:
         print(f"  streams that failed: {r['errors']}")
+    if r["unacked"]:
+        print(
+            f"  responses still unACKed at the server after {PHASE_TIMEOUT_S:.0f} s: {r['unacked']}"
+        )
     if n == 10_000:
         verdict = "within" if med < TARGET_S else "above"
         print(
