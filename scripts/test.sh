@@ -6,5 +6,5 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 echo "== ruff"; ruff check slate tests bench; ruff format --check -q slate tests bench
-echo "== mypy"; mypy
+echo "== mypy"; mypy slate tests bench
 echo "== pytest"; pytest "$@"

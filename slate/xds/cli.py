@@ -16,12 +16,12 @@ import logging
 import signal
 from pathlib import Path
 
+from slate.logs import LEVELS, configure, kv
 from slate.model.errors import InputError
 from slate.model.routing import Routing, load_routing
 from slate.xds.cache import XdsCache
 from slate.xds.endpoints import EndpointSet, StaticEndpointSource
 from slate.xds.filewatch import file_signature, watch_file
-from slate.xds.logfmt import configure, kv
 from slate.xds.metrics import XdsMetrics
 from slate.xds.resources import ClaOptions
 from slate.xds.server import XdsServer, tune_gc
@@ -64,15 +64,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     s.add_argument(
         "--log-level",
-        default="warning",
-        choices=["debug", "info", "warning", "error"],
-        help="default warning (quiet)",
+        default=None,
+        choices=LEVELS,
+        help="default warning (quiet), or as `slate -v` sets it",
     )
     s.set_defaults(func=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
-    configure(args.log_level)
+    if args.log_level:
+        configure(args.log_level)
     if args.weight_total < 1:
         raise InputError("--weight-total", f"must be >= 1, got {args.weight_total}")
     if not args.reload_interval > 0:

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from slate.logs import kv
 from slate.model.errors import InputError
-from slate.xds.logfmt import kv
 
 T = TypeVar("T")
 log = logging.getLogger("slate.xds.reload")

@@ -33,8 +33,8 @@ from typing import Any, NamedTuple
 
 import grpc
 
+from slate.logs import kv
 from slate.xds.cache import Resource, XdsCache
-from slate.xds.logfmt import kv
 from slate.xds.resources import CLA_TYPE_URL
 from slate.xds.views import InvalidNode, NodeMapper, ViewKey
 from slate.xds.wire import with_nonce

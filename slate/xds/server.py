@@ -27,8 +27,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from slate.logs import kv
 from slate.xds.cache import XdsCache
-from slate.xds.logfmt import kv
 from slate.xds.metrics import XdsMetrics
 from slate.xds.protocol import (
     ADS,
