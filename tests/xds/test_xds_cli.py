@@ -234,3 +234,5 @@ def test_serve_reloads_files_and_envoy_follows(
         assert reloads['{file="endpoints",result="applied"}'] == 1
     finally:
         assert s.stop() == 0, s.log()
+    # Stopped with a proxy still connected: a clean shutdown, no error logs or tracebacks.
+    assert "level=error" not in s.log() and "Traceback" not in s.log(), s.log()
