@@ -98,6 +98,8 @@ class XdsServer:
         self.recent_nacks: collections.deque[NackRecord] = collections.deque(maxlen=nack_history)
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
+        self._closing = False
+        self._wakes: set[asyncio.Event] = set()
 
     async def start(self, address: str = "127.0.0.1:0") -> int:
         """Listen on `address` (host:port, port 0 = any free port); returns the port.
@@ -126,8 +128,15 @@ class XdsServer:
             return
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        # End every live stream from its own handler (the proxy sees the stream close and
+        # reconnects elsewhere). Left to grpc.aio, the handlers would be cancelled after `grace`,
+        # and grpc logs each cancelled handler as an error with a traceback.
+        self._closing = True
+        for wake in list(self._wakes):
+            wake.set()
         await self._server.stop(grace)
         self._server = None
+        self._closing = False
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
@@ -171,7 +180,10 @@ class XdsServer:
         await self._serve(requests, context, EDS, DELTA)
 
     async def _serve(self, requests: AsyncIterator[Any], context: Any, api: str, mode: str) -> None:
+        if self._closing:
+            return
         wake = asyncio.Event()
+        self._wakes.add(wake)
         kind = SotwStream if mode == SOTW else DeltaStream
         counters: dict[bool, Any] = {}
 
@@ -241,7 +253,7 @@ class XdsServer:
                         ),
                     )
                     await context.abort(error.code, error.message)
-                if state["ended"]:
+                if state["ended"] or self._closing:
                     return
                 while (out := stream.next_response()) is not None:
                     await context.write(out.payload)
@@ -249,6 +261,7 @@ class XdsServer:
                     if out.started is not None:
                         latency.observe(time.monotonic() - out.started)
         finally:
+            self._wakes.discard(wake)
             reader.cancel()
             stream.close()
             self.streams.discard(stream)
