@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from slate.model.errors import InputError
+from slate.model.files import load_document
 
 INGRESS = "ingress"
 """The source service name of ingress gateways."""
@@ -174,19 +175,7 @@ def routing_from_json(data: Any) -> Routing:
 
 def load_routing(path: str | Path) -> Routing:
     """Read a route file (`slate solve --format json` output)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError("", f"cannot read route file: {e.strerror}", source=str(p)) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError("", f"not valid JSON: {e.msg} at line {e.lineno}", source=str(p)) from None
-    try:
-        return routing_from_json(data)
-    except InputError as e:
-        raise e.with_source(str(p)) from None
+    return load_document(path, "route file", "json", routing_from_json)
 
 
 def routing_from_routes(routes: Iterable[Route], predicted: Prediction | None = None) -> Routing:

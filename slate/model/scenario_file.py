@@ -14,12 +14,12 @@ import math
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slate.model.app import App, Call, Endpoint, Service, split_endpoint_id
 from slate.model.demand import IngressDemand
 from slate.model.errors import InputError, join_path
+from slate.model.files import load_document
 from slate.model.scenario import Objective, Scenario
 from slate.model.topology import Topology
 
@@ -308,19 +308,4 @@ def scenario_from_dict(data: Any) -> Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; raise InputError naming the file and the bad field."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError("", f"cannot read scenario: {e.strerror}", source=str(p)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "cannot parse"
-        raise InputError("", f"not valid YAML: {problem}{where}", source=str(p)) from None
-    try:
-        return scenario_from_dict(data)
-    except InputError as e:
-        raise e.with_source(str(p)) from None
+    return load_document(path, "scenario", "yaml", scenario_from_dict)

@@ -29,9 +29,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
-import yaml
-
 from slate.model.errors import InputError
+from slate.model.files import load_document
 from slate.xds.filewatch import file_signature, watch_file
 
 
@@ -146,21 +145,7 @@ def _parse_rtt(raw: Any) -> dict[tuple[str, str], float]:
 
 def load_endpoints(path: str | Path) -> EndpointSet:
     """Read and validate an ENDPOINTS.yaml file."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError("", f"cannot read endpoints file: {e.strerror}", source=str(p)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError("", f"not valid YAML{where}", source=str(p)) from None
-    try:
-        return endpoints_from_data(data)
-    except InputError as e:
-        raise e.with_source(str(p)) from None
+    return load_document(path, "endpoints file", "yaml", endpoints_from_data)
 
 
 class EndpointSource(Protocol):
