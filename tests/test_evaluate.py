@@ -6,41 +6,14 @@ import math
 from typing import Any
 
 import pytest
+from tiny_scenario import tiny
 
 from slate.model.routing import Route, Routing
 from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer.baselines import local_routing
 from slate.sim.evaluate import evaluate
 
-TINY: dict[str, Any] = {
-    "name": "tiny",
-    "clusters": ["west", "east"],
-    "rtt_ms": {"west": {"east": 40}},
-    "egress_usd_per_gb": {"default": 0.02, "west": {"east": 0.05}},
-    "objective": {"cost_weight_ms_per_usd_hour": 10},
-    "services": {
-        "front": {
-            "replicas": {"west": 2, "east": 1},
-            "endpoints": {
-                "home": {
-                    "service_ms": 3,
-                    "calls": [
-                        {"to": "db.get", "per_request": 2, "request_kb": 1, "response_kb": 4}
-                    ],
-                }
-            },
-        },
-        "db": {"replicas": {"west": 1}, "endpoints": {"get": {"service_ms": 1}}},
-    },
-    "ingress": [
-        {
-            "endpoint": "front.home",
-            "rps": {"west": 100, "east": 50},
-            "request_kb": 1,
-            "response_kb": 9,
-        }
-    ],
-}
+TINY: dict[str, Any] = tiny({"cost_weight_ms_per_usd_hour": 10})
 
 
 def test_local_routing_by_hand() -> None:

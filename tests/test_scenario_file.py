@@ -8,41 +8,14 @@ from typing import Any
 
 import pytest
 import yaml
+from tiny_scenario import tiny
 
 from slate.model.errors import InputError
 from slate.model.scenario_file import load_scenario, scenario_from_dict
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
 
-BASE: dict[str, Any] = {
-    "name": "tiny",
-    "clusters": ["west", "east"],
-    "rtt_ms": {"west": {"east": 40}},
-    "egress_usd_per_gb": {"default": 0.02, "west": {"east": 0.05}},
-    "objective": {"cost_weight_ms_per_usd_hour": 2, "max_utilization": 0.8},
-    "services": {
-        "front": {
-            "replicas": {"west": 2, "east": 1},
-            "endpoints": {
-                "home": {
-                    "service_ms": 3,
-                    "calls": [
-                        {"to": "db.get", "per_request": 2, "request_kb": 1, "response_kb": 4}
-                    ],
-                }
-            },
-        },
-        "db": {"replicas": {"west": 1}, "endpoints": {"get": {"service_ms": 1}}},
-    },
-    "ingress": [
-        {
-            "endpoint": "front.home",
-            "rps": {"west": 100, "east": 50},
-            "request_kb": 1,
-            "response_kb": 9,
-        }
-    ],
-}
+BASE: dict[str, Any] = tiny({"cost_weight_ms_per_usd_hour": 2, "max_utilization": 0.8})
 
 
 def with_change(path: str, value: Any) -> dict[str, Any]:
