@@ -25,13 +25,13 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linprog
 
+from slate.evaluate import Evaluation, evaluate
 from slate.model.latency import LatencyModel
 from slate.model.routing import Prediction, Route, Routing
 from slate.model.scenario import Scenario
 from slate.optimizer import baselines
 from slate.optimizer.capacity import Shortfall, shortfalls
 from slate.optimizer.formulation import Formulation, Program, build
-from slate.sim.evaluate import Evaluation, evaluate
 
 log = logging.getLogger(__name__)
 
