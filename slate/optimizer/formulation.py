@@ -174,6 +174,11 @@ class Program:
     piece_station: IArray  # station of each piece column
     piece_slope: FArray  # slope of the queueing cost on each piece
     station_offset: FArray  # per station: the envelope's value at zero work
+    n_rate_columns: int  # y and L columns come first, then the pieces
+    n_rate_rows: int  # flow and load rows come first, then the work rows
+    rate_unit: float  # calls per second the solver sees as 1
+    work_unit: float  # ms of work per second the solver sees as 1
+    total_rps: float
 
     @property
     def n_vars(self) -> int:
@@ -182,6 +187,54 @@ class Program:
     @property
     def n_rows(self) -> int:
         return len(self.b_eq) + (0 if self.b_ub is None else len(self.b_ub))
+
+    def for_solver(self) -> SolverForm:
+        """The LP in units where its numbers are near 1 whatever the scenario's scale.
+
+        HiGHS's tolerances are absolute (1e-7 on feasibility and reduced costs): a scenario at
+        1e-8 rps, or one whose costs are all 1e-6, sits below them and comes back 30% off. So the
+        call-rate columns are counted in `rate_unit` (the mean ingress rate of a key), the piece
+        columns in `work_unit` (the mean work of a station), each row divided by the unit of its
+        columns, and the costs by the cost of one work unit's service time (so a piece costs
+        1 + its slope, as it would in request-ms per second). A change of the scenario's units
+        (rates x s, times / s) then gives the solver the same numbers.
+        """
+        n = self.n_vars
+        col = np.full(n, self.work_unit)
+        col[: self.n_rate_columns] = self.rate_unit
+        row = np.full(len(self.b_eq), 1.0 / self.work_unit)
+        row[: self.n_rate_rows] = 1.0 / self.rate_unit
+        c = self.c * col
+        cost_unit = self.work_unit / self.total_rps  # a piece costs 1 + its slope
+        a_eq = sp.csc_matrix(sp.diags(row) @ self.a_eq @ sp.diags(col))
+        a_ub = b_ub = None
+        if self.a_ub is not None and self.b_ub is not None:  # rows over rate columns only
+            a_ub = sp.csc_matrix(self.a_ub @ sp.diags(col / self.rate_unit))
+            b_ub = self.b_ub / self.rate_unit
+        return SolverForm(
+            c=c / cost_unit,
+            a_eq=a_eq,
+            b_eq=self.b_eq * row,
+            a_ub=a_ub,
+            b_ub=b_ub,
+            bounds=self.bounds / col[:, None],
+            col_scale=col,
+            cost_unit=cost_unit,
+        )
+
+
+@dataclass(frozen=True)
+class SolverForm:
+    """Program.for_solver(): x = col_scale * x', objective = cost_unit * c' x' + offset."""
+
+    c: FArray
+    a_eq: sp.csc_matrix
+    b_eq: FArray
+    a_ub: sp.csc_matrix | None
+    b_ub: FArray | None
+    bounds: FArray
+    col_scale: FArray
+    cost_unit: float
 
 
 @dataclass
@@ -204,6 +257,8 @@ class Formulation:
     """Calls of the keys that aggregate several: (key, L column - n_y or -1, per_request,
     request_kb, response_kb, routing-independent rps of the calling endpoint)."""
     total_rps: float
+    rate_unit: float  # the mean ingress rate of a key: Program.for_solver()
+    work_unit: float  # the mean work of a station (routing-independent)
     ub: tuple[IArray, IArray, FArray, FArray] = field(
         default_factory=lambda: (
             np.zeros(0, dtype=np.int64),
@@ -303,6 +358,11 @@ class Formulation:
             piece_station=piece_station,
             piece_slope=piece_slope,
             station_offset=station_offset,
+            n_rate_columns=n_y + n_l,
+            n_rate_rows=len(self.keys) + n_l,
+            rate_unit=self.rate_unit,
+            work_unit=self.work_unit,
+            total_rps=self.total_rps,
         )
 
     def station_work(self, lp: Program, x: FArray) -> tuple[FArray, FArray]:
@@ -423,11 +483,22 @@ def build(
         key_kb=key_kb,
         sources=sources,
         total_rps=scenario.total_rps,
+        rate_unit=_positive(scenario.total_rps / max(int(np.count_nonzero(flow_rhs)), 1)),
+        work_unit=_positive(_total_work(scenario) / max(len(stations), 1)),
         ub=define_bound_rows(columns, topo.clusters, constraints),
     )
     f.update_byte_sizes(None)
     define_station_pieces(stations, initial_tangents)
     return f
+
+
+def _total_work(scenario: Scenario) -> float:
+    totals = endpoint_totals(scenario)
+    return sum(totals.get(eid, 0.0) * e.service_ms for eid, e in scenario.app.endpoints.items())
+
+
+def _positive(unit: float) -> float:
+    return unit if unit > 0 and math.isfinite(unit) else 1.0
 
 
 def define_route_columns(scenario: Scenario, keys: list[RouteKey], cidx: dict[str, int]) -> Columns:
