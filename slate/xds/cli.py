@@ -107,10 +107,10 @@ async def _run(
 ) -> int:
     server = XdsServer(cache, metrics=metrics)
     try:
-        port = await server.start(f"{args.host}:{args.port}")
+        port = await server.start(host_port(args.host, args.port))
     except OSError as e:
         raise InputError("--port", str(e)) from None
-    ready = f"slate xds: serving on {args.host}:{port}"
+    ready = f"slate xds: serving on {host_port(args.host, port)}"
     http = None
     if args.metrics_port is not None:
         try:
@@ -118,7 +118,7 @@ async def _run(
         except OSError as e:
             await server.stop(grace=0)
             raise InputError("--metrics-port", f"cannot listen: {e.strerror}") from None
-        ready += f" metrics on {args.host}:{http.server_port}"
+        ready += f" metrics on {host_port(args.host, http.server_port)}"
     tune_gc()
     print(ready, flush=True)
 
@@ -159,6 +159,13 @@ async def _run(
         if http is not None:
             http.shutdown()
     return 0
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 literal in brackets (`[::1]:18000`) as gRPC and URLs want it."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
 
 
 async def _supervised(

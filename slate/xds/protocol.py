@@ -47,6 +47,7 @@ SOTW, DELTA = "sotw", "delta"
 _MAX_OUTSTANDING = 64
 _NACK_MESSAGE_LIMIT = 500
 _ABSENT = ""  # delta: the client was told the resource does not exist
+_RESEND = "-"  # delta: the client dropped this one; its state must go out again
 
 
 class ProtocolError(Exception):
@@ -123,6 +124,8 @@ class StreamState:
         self._dirty_since: float | None = None
         self._nonce = 0
         self._closed = False
+        self._legacy = False
+        """Legacy wildcard: the first request named nothing, and none since has named anything."""
 
     # ---- cache notifications -----------------------------------------------------------------
 
@@ -292,19 +295,29 @@ class SotwStream(StreamState):
         if first:
             self._identify(req.node if req.HasField("node") else None)
         self._check_type(req.type_url)
-        if req.response_nonce:
-            self._resolve(
-                req.response_nonce, req.error_detail if req.HasField("error_detail") else None
-            )
+        nonce = req.response_nonce
+        if nonce and self._nonce and nonce != str(self._nonce):
+            # A stale request (it answers an earlier response than the latest): the protocol
+            # says to ignore it; the client sends its current interest with the latest nonce.
+            log.debug("%s", kv("stale_nonce", node=self.node_id, view=self.view, nonce=nonce))
+            return
+        if nonce:
+            self._resolve(nonce, req.error_detail if req.HasField("error_detail") else None)
         names = set(req.resource_names)
-        if not first and not self.wildcard and names == self.explicit:
+        if first:
+            self._legacy = not names
+        if self._legacy:
+            if not names:
+                # Legacy wildcard (an empty first request) lasts while requests stay empty.
+                if first:
+                    self._set_subscription(set(), True)
+                return
+            self._legacy = False  # any name, '*' included, ends it for good
+        elif not first and names == self.explicit and not self.wildcard:
             return  # the usual ACK/NACK: subscription unchanged
-        if WILDCARD in names:
-            names.discard(WILDCARD)
-            wildcard = True
-        else:
-            # Legacy wildcard: an empty first request; it lasts until names are sent.
-            wildcard = (first or self.wildcard) and not names
+        wildcard = WILDCARD in names
+        names.discard(WILDCARD)
+        # Outside legacy mode an empty list subscribes to nothing, even after ['*'].
         self._set_subscription(names, wildcard)
 
     def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
@@ -344,19 +357,26 @@ class DeltaStream(StreamState):
             self._resolve(
                 req.response_nonce, req.error_detail if req.HasField("error_detail") else None
             )
+        subscribe = set(req.resource_names_subscribe)
+        unsubscribe = set(req.resource_names_unsubscribe)
         if first:
             for name, version in req.initial_resource_versions.items():
                 self.sent[name] = version
                 self._dirty.add(name)
-        subscribe = set(req.resource_names_subscribe)
-        unsubscribe = set(req.resource_names_unsubscribe)
+            self._legacy = not subscribe
+            if self._legacy:
+                self._set_subscription(set(), True)
+        if self._legacy:
+            if not subscribe:
+                # Legacy wildcard lasts until the client subscribes to something; only a
+                # subscription ends it (unsubscribing, even from '*', does not).
+                return
+            self._legacy = False  # the wildcard itself stays until '*' is unsubscribed
         wildcard = self.wildcard
         if WILDCARD in subscribe:
             wildcard = True
         if WILDCARD in unsubscribe:
             wildcard = False
-        if first and not subscribe:
-            wildcard = True  # legacy wildcard: lasts until '*' is unsubscribed
         # Subscribing again to a subscribed name asks for it again (the client may have lost it).
         again = set() if first else subscribe & self.explicit
         explicit = (self.explicit | subscribe) - unsubscribe - {WILDCARD}
@@ -364,6 +384,12 @@ class DeltaStream(StreamState):
         for name in again:
             self.sent.pop(name, None)
             self._dirty.add(name)
+        if wildcard:
+            # Unsubscribing a name while subscribed to the wildcard: the client dropped it and
+            # expects its state again, the resource if it still exists or its removal if not.
+            for name in unsubscribe - {WILDCARD}:
+                self.sent[name] = _RESEND
+                self._dirty.add(name)
 
     def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
         view, cache, sent, nacked = self.view, self.cache, self.sent, self.nacked

@@ -140,7 +140,7 @@ def test_sotw_response_carries_only_what_changed_and_skips_rejected() -> None:
     assert out is not None and set(out.versions) == {"ads"}
 
 
-def test_sotw_stale_nonce_is_not_an_ack_but_subscription_applies() -> None:
+def test_sotw_stale_nonce_request_is_ignored() -> None:
     c = cache()
     s, nacks = new_sotw(c)
     s.on_request(sotw(["cart"], with_node=node()))
@@ -149,13 +149,14 @@ def test_sotw_stale_nonce_is_not_an_ack_but_subscription_applies() -> None:
     reweight(c, 0.1)
     second = s.next_response()
     assert second is not None
-    # The client NACKs an unknown nonce: ignored (no NACK recorded) ...
-    s.on_request(sotw(["cart", "ads"], nonce="999", error="old"))
-    assert nacks == [] and s.nacked == {}
-    # ... but its subscription (now with `ads`) is taken.
+    # A NACK naming an older response, with a new subscription: ignored altogether.
+    s.on_request(sotw(["cart", "ads"], nonce=first.nonce, error="old"))
+    assert nacks == [] and s.nacked == {} and s.explicit == {"cart"}
+    assert s.next_response() is None
+    # The same request on the latest nonce counts.
+    s.on_request(sotw(["cart", "ads"], nonce=second.nonce))
     out = s.next_response()
     assert out is not None and set(out.versions) == {"ads"}
-    # ACKing the latest settles the earlier, unanswered response too.
     s.on_request(sotw(["cart", "ads"], nonce=out.nonce))
     assert s.outstanding == 0
 
