@@ -38,6 +38,14 @@ def run(coro: Coroutine[Any, Any, None], timeout: float = 30) -> None:
     asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+async def settled(server: XdsServer, timeout: float = 5) -> None:
+    """Until every stream has had its responses ACKed or NACKed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(s.outstanding for s in server.streams):
+        assert asyncio.get_running_loop().time() < deadline, "responses left unanswered"
+        await asyncio.sleep(0.005)
+
+
 def new_cache() -> XdsCache:
     return XdsCache(split_routing({"us-west": 0.8, "us-east": 0.2}, {"us-east": 1.0}), EPS)
 
@@ -175,6 +183,8 @@ def test_sotw_nack_is_counted_reported_and_not_resent(method: str) -> None:
             await call.write(sotw(["cart"], with_node=node()))
             first, _ = parse_sotw(await call.read())
             await call.write(sotw(["cart"], nonce=first.nonce, version=first.version_info))
+            # Let the ACK land first: once the next response is out, it would be stale (ignored).
+            await settled(server)
             cache.set_routing(split_routing({"us-west": 0.1, "us-east": 0.9}, {"us-east": 1.0}))
             pushed, _ = parse_sotw(await call.read())
             await call.write(
