@@ -42,6 +42,7 @@ from slate.xds.resources import (
 from slate.xds.views import ViewKey
 
 _BODY_MEMO_LIMIT = 20_000
+_BODY_MEMO_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -95,6 +96,12 @@ class Watcher(Protocol):
         ...
 
 
+class ServicesWatcher(Protocol):
+    """A stream holding names that do not exist (yet): told when the set of services changes."""
+
+    def services_changed(self, started: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class UpdateResult:
     generation: int
@@ -122,8 +129,11 @@ class XdsCache:
         self._resources: dict[tuple[ViewKey, str], Resource | None] = {}
         self._watchers: dict[tuple[ViewKey, str], set[Watcher]] = defaultdict(set)
         self._wildcard: dict[ViewKey, set[Watcher]] = defaultdict(set)
+        self._waiting: set[ServicesWatcher] = set()
+        """Watchers with names whose service is unknown: told when the services change."""
         self._names: dict[ViewKey, frozenset[str]] = {}
         self._bodies: dict[tuple[object, ...], tuple[bytes, str, Mapping[str, str]]] = {}
+        self._body_bytes = 0
         self._empty: dict[str, Resource] = {}
         # Views whose plan for a name is the same share one Resource (built once, not per view).
         self._interned: dict[tuple[str, LocalityPlan], Resource] = {}
@@ -146,10 +156,16 @@ class XdsCache:
         try:
             return self._resources[key]
         except KeyError:
+            if not self.knows(name):
+                return None  # nothing is built or kept for names that do not exist
             res = self._build(view, name, None)
             self._resources[key] = res
             self._record_version(view, name, res)
             return res
+
+    def knows(self, name: str) -> bool:
+        """Whether `name`'s service exists (has an entry in the endpoints)."""
+        return name.split(".", 1)[0] in self._endpoints.services
 
     def names(self, view: ViewKey) -> frozenset[str]:
         """What a wildcard subscription from `view` gets: every service with an endpoints entry,
@@ -198,7 +214,9 @@ class XdsCache:
 
     def delta_body(self, resources: Sequence[Resource], removed: Sequence[str]) -> bytes:
         """DeltaDiscoveryResponse bytes without nonce, shared by identical content."""
-        key = ("delta", tuple(resources), tuple(removed))
+        if removed:  # removals are per stream (often names that never existed): not memoised
+            return wire.delta_body(CLA_TYPE_URL, (r.delta_bytes for r in resources), removed)
+        key = ("delta", tuple(resources))
         got = self._bodies.get(key)
         if got is None:
             body = wire.delta_body(CLA_TYPE_URL, (r.delta_bytes for r in resources), removed)
@@ -208,9 +226,11 @@ class XdsCache:
     def _remember(
         self, key: tuple[object, ...], value: tuple[bytes, str, Mapping[str, str]]
     ) -> tuple[bytes, str, Mapping[str, str]]:
-        if len(self._bodies) >= _BODY_MEMO_LIMIT:
+        if len(self._bodies) >= _BODY_MEMO_LIMIT or self._body_bytes > _BODY_MEMO_BYTES:
             self._bodies.clear()
+            self._body_bytes = 0
         self._bodies[key] = value
+        self._body_bytes += len(value[0])
         return value
 
     # ---- watching --------------------------------------------------------------------------
@@ -227,6 +247,13 @@ class XdsCache:
                 ws.discard(watcher)
                 if not ws:
                     del self._watchers[key]
+
+    def watch_services(self, watcher: ServicesWatcher, view: ViewKey) -> None:
+        """Hear (`services_changed`) when the set of services changes."""
+        self._waiting.add(watcher)
+
+    def unwatch_services(self, watcher: ServicesWatcher, view: ViewKey) -> None:
+        self._waiting.discard(watcher)
 
     def watch_all(self, watcher: Watcher, view: ViewKey) -> None:
         """Wildcard: hear about every name of the view, including names that appear later."""
@@ -254,10 +281,13 @@ class XdsCache:
         started = time.monotonic()
         if routing is not None:
             self._index = RouteIndex(routing)
+        services_changed = False
         if endpoints is not None:
+            services_changed = set(endpoints.services) != set(self._endpoints.services)
             self._endpoints = endpoints
         self.generation += 1
         self._bodies.clear()
+        self._body_bytes = 0
         self._empty.clear()
         self._interned.clear()
 
@@ -281,6 +311,9 @@ class XdsCache:
                     changed[view].append(name)
 
         notified = self._notify(changed, started)
+        if services_changed:
+            for w in list(self._waiting):
+                w.services_changed(started)
         seconds = time.monotonic() - started
         if self.metrics is not None:
             self.metrics.cache_generation.set(self.generation)

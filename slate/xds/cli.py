@@ -24,6 +24,7 @@ from slate.xds.cache import XdsCache
 from slate.xds.endpoints import EndpointSet, StaticEndpointSource
 from slate.xds.filewatch import describe_failure, file_signature, load_safely, watch_file
 from slate.xds.metrics import XdsMetrics
+from slate.xds.protocol import DEFAULT_LIMITS, Limits
 from slate.xds.resources import ClaOptions
 from slate.xds.server import XdsServer, tune_gc
 
@@ -64,6 +65,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seconds between checks of the input files (default 1)",
     )
     s.add_argument(
+        "--max-names",
+        type=int,
+        default=DEFAULT_LIMITS.max_names,
+        help="resource names one request may name and one stream may subscribe to "
+        f"(default {DEFAULT_LIMITS.max_names}); more ends the stream with RESOURCE_EXHAUSTED",
+    )
+    s.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=DEFAULT_LIMITS.max_request_bytes,
+        help=f"largest request accepted (default {DEFAULT_LIMITS.max_request_bytes})",
+    )
+    s.add_argument(
         "--log-level",
         default=None,
         choices=LEVELS,
@@ -79,6 +93,10 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError("--weight-total", f"must be >= 1, got {args.weight_total}")
     if not args.reload_interval > 0:
         raise InputError("--reload-interval", f"must be > 0, got {args.reload_interval}")
+    if args.max_names < 1:
+        raise InputError("--max-names", f"must be >= 1, got {args.max_names}")
+    if args.max_request_bytes < 1024:
+        raise InputError("--max-request-bytes", f"must be >= 1024, got {args.max_request_bytes}")
     routes_signature = file_signature(args.routes)
     routing = load_safely(load_routing, args.routes)  # any failure -> InputError -> exit 2
     metrics = XdsMetrics()
@@ -105,7 +123,8 @@ async def _run(
     metrics: XdsMetrics,
     routes_signature: tuple[int, int, int] | None,
 ) -> int:
-    server = XdsServer(cache, metrics=metrics)
+    limits = Limits(max_names=args.max_names, max_request_bytes=args.max_request_bytes)
+    server = XdsServer(cache, metrics=metrics, limits=limits)
     try:
         port = await server.start(host_port(args.host, args.port))
     except OSError as e:

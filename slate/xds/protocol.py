@@ -50,6 +50,28 @@ _ABSENT = ""  # delta: the client was told the resource does not exist
 _RESEND = "-"  # delta: the client dropped this one; its state must go out again
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one client may make the server do (`slate xds serve` flags in brackets).
+
+    Requests over `max_request_bytes` are refused by gRPC itself (RESOURCE_EXHAUSTED) before they
+    are decoded; a request naming more than `max_names` resources, or a delta stream whose
+    subscriptions would grow past it, ends that stream with RESOURCE_EXHAUSTED and a message
+    naming the flag. `slice_names` bounds the names handled in one go before other streams get
+    the event loop back, so no single request stalls the rest for long.
+    """
+
+    max_names: int = 10_000
+    """Resource names per request and subscribed per stream [--max-names]."""
+    max_request_bytes: int = 1 << 20
+    """Serialised size of one request [--max-request-bytes]."""
+    slice_names: int = 500
+    """Names considered per step of building a response (then the loop yields)."""
+
+
+DEFAULT_LIMITS = Limits()
+
+
 class ProtocolError(Exception):
     """The stream must end with this gRPC status (the server and other streams carry on)."""
 
@@ -104,8 +126,10 @@ class StreamState:
         wake: Callable[[], None] = lambda: None,
         on_ack: Callable[[StreamState, bool], None] | None = None,
         on_nack: Callable[[NackRecord], None] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.cache = cache
+        self.limits = limits
         self.node_mapper = node_mapper
         self.api = api
         self._wake = wake
@@ -114,6 +138,9 @@ class StreamState:
         self.node_id = ""
         self.view: ViewKey | None = None
         self.explicit: set[str] = set()
+        self.unknown: set[str] = set()
+        """Explicit names whose service the cache does not know (yet): not watched one by one,
+        nothing built or cached for them; the cache says when the set of services changes."""
         self.wildcard = False
         self.sent: dict[str, str] = {}
         self.acked: dict[str, str] = {}
@@ -135,7 +162,29 @@ class StreamState:
             self._dirty_since = started
         self._wake()
 
+    def services_changed(self, started: float) -> None:
+        """The cache's set of services changed: watch the names that now exist."""
+        view = self.view
+        if view is None or not self.unknown:
+            return
+        known = {n for n in self.unknown if self.cache.knows(n)}
+        if not known:
+            return
+        self.unknown -= known
+        if not self.unknown:
+            self.cache.unwatch_services(self, view)
+        self.cache.watch(self, view, known)
+        self.resources_changed(sorted(known), started)
+
     # ---- requests ------------------------------------------------------------------------------
+
+    def _check_count(self, count: int, what: str) -> None:
+        limit = self.limits.max_names
+        if count > limit:
+            raise ProtocolError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{what} {count} resource names; the limit is {limit} (--max-names)",
+            )
 
     def _identify(self, node: Any | None) -> ViewKey:
         if node is None:
@@ -210,19 +259,33 @@ class StreamState:
     def _set_subscription(self, explicit: set[str], wildcard: bool) -> None:
         view = self.view
         assert view is not None
+        self._check_count(len(explicit), "the stream would subscribe to")
+        cache = self.cache
         added, removed = explicit - self.explicit, self.explicit - explicit
-        self.cache.watch(self, view, added)
-        self.cache.unwatch(self, view, removed)
+        had_unknown = bool(self.unknown)
+        if removed:
+            gone = removed & self.unknown
+            self.unknown -= gone
+            cache.unwatch(self, view, removed - gone)
+        if added:
+            unknown = {n for n in added if not cache.knows(n)}
+            self.unknown |= unknown
+            cache.watch(self, view, added - unknown if unknown else added)
+            self._dirty |= added
+        if bool(self.unknown) != had_unknown:
+            if self.unknown:
+                cache.watch_services(self, view)
+            else:
+                cache.unwatch_services(self, view)
         self.explicit = explicit
-        self._dirty |= added
         if wildcard != self.wildcard:
             self.wildcard = wildcard
             if wildcard:
-                self.cache.watch_all(self, view)
-                self._dirty |= self.cache.names(view)
+                cache.watch_all(self, view)
+                self._dirty |= cache.names(view)
             else:
-                self.cache.unwatch_all(self, view)
-                removed |= self.cache.names(view) - explicit
+                cache.unwatch_all(self, view)
+                removed |= cache.names(view) - explicit
         for name in removed:
             if not self._wanted(name):
                 self.sent.pop(name, None)
@@ -238,10 +301,18 @@ class StreamState:
     def next_response(self) -> Outgoing | None:
         """What to send now, if anything; records it as sent."""
         if not self._dirty or self.view is None or self._closed:
+            self._dirty.clear()
             return None
-        names = sorted(self._dirty)
-        self._dirty.clear()
-        started, self._dirty_since = self._dirty_since, None
+        dirty = self._dirty
+        started = self._dirty_since
+        if len(dirty) <= self.limits.slice_names:
+            names = sorted(dirty)
+            dirty.clear()
+            self._dirty_since = None
+        else:
+            # One slice now; the rest on the next call, after other streams had their turn.
+            names = sorted(dirty)[: self.limits.slice_names]
+            dirty.difference_update(names)
         out = self._build(names)
         if out is None:
             return None
@@ -269,7 +340,9 @@ class StreamState:
             self._closed = True
             return
         self._closed = True
-        self.cache.unwatch(self, self.view, self.explicit)
+        self.cache.unwatch(self, self.view, self.explicit - self.unknown)
+        if self.unknown:
+            self.cache.unwatch_services(self, self.view)
         if self.wildcard:
             self.cache.unwatch_all(self, self.view)
 
@@ -303,6 +376,7 @@ class SotwStream(StreamState):
             return
         if nonce:
             self._resolve(nonce, req.error_detail if req.HasField("error_detail") else None)
+        self._check_count(len(req.resource_names), "the request names")
         names = set(req.resource_names)
         if first:
             self._legacy = not names
@@ -333,7 +407,11 @@ class SotwStream(StreamState):
                 continue
             res = cache.resource(view, name) if wanted else None
             if res is None:
-                res = cache.empty_resource(name)
+                if name not in sent:
+                    # Never existed for this stream: SotW EDS need not answer (the client's
+                    # does-not-exist timer covers it), and nothing is allocated per such name.
+                    continue
+                res = cache.empty_resource(name)  # it existed: tell the client it is empty now
             version = res.version
             if sent.get(name) != version and nacked.get(name) != version:
                 out.append(res)
@@ -357,6 +435,10 @@ class DeltaStream(StreamState):
             self._resolve(
                 req.response_nonce, req.error_detail if req.HasField("error_detail") else None
             )
+        self._check_count(
+            len(req.resource_names_subscribe) + len(req.resource_names_unsubscribe),
+            "the request names",
+        )
         subscribe = set(req.resource_names_subscribe)
         unsubscribe = set(req.resource_names_unsubscribe)
         if first:

@@ -32,10 +32,12 @@ from slate.xds.cache import XdsCache
 from slate.xds.metrics import XdsMetrics
 from slate.xds.protocol import (
     ADS,
+    DEFAULT_LIMITS,
     DELTA,
     EDS,
     SOTW,
     DeltaStream,
+    Limits,
     NackRecord,
     ProtocolError,
     SotwStream,
@@ -90,8 +92,10 @@ class XdsServer:
         node_mapper: NodeMapper = plain_envoy_view,
         metrics: XdsMetrics | None = None,
         nack_history: int = 100,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.cache = cache
+        self.limits = limits
         self.node_mapper = node_mapper
         self.metrics = metrics if metrics is not None else (cache.metrics or XdsMetrics())
         self.streams: set[StreamState] = set()
@@ -105,7 +109,11 @@ class XdsServer:
         """Listen on `address` (host:port, port 0 = any free port); returns the port.
 
         Raises OSError if the address cannot be bound."""
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        options = [
+            *SERVER_OPTIONS,
+            ("grpc.max_receive_message_length", self.limits.max_request_bytes),
+        ]
+        server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers(self._handlers())
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -201,6 +209,7 @@ class XdsServer:
             wake=wake.set,
             on_ack=count_ack,
             on_nack=self.recent_nacks.append,
+            limits=self.limits,
         )
         self.streams.add(stream)
         state: dict[str, Any] = {"ended": False, "error": None}
@@ -255,11 +264,15 @@ class XdsServer:
                     await context.abort(error.code, error.message)
                 if state["ended"] or self._closing:
                     return
-                while (out := stream.next_response()) is not None:
-                    await context.write(out.payload)
-                    pushes.inc()
-                    if out.started is not None:
-                        latency.observe(time.monotonic() - out.started)
+                while stream.has_pending:
+                    out = stream.next_response()  # at most one slice of names
+                    if out is not None:
+                        await context.write(out.payload)
+                        pushes.inc()
+                        if out.started is not None:
+                            latency.observe(time.monotonic() - out.started)
+                    if stream.has_pending:
+                        await asyncio.sleep(0)  # a big subscription: let other streams in
         finally:
             self._wakes.discard(wake)
             reader.cancel()

@@ -168,8 +168,10 @@ def test_sotw_unsubscribe_resubscribe_and_absent_resources() -> None:
     out = s.next_response()
     assert out is not None
     _, clas = parse_sotw(out.payload)
-    assert set(clas) == {"cart", "nosuch"}
-    assert len(clas["nosuch"].endpoints) == 0  # unknown name: an empty CLA, not silence
+    # A name that never existed is not answered in SotW EDS (the client's does-not-exist timer
+    # covers it), so nothing is built or kept per unknown name.
+    assert set(clas) == {"cart"}
+    assert s.unknown == {"nosuch"} and c.resource(WEST, "nosuch") is None
     s.on_request(sotw(["nosuch"], nonce=out.nonce))  # drop cart
     reweight(c, 0.2)
     assert s.next_response() is None  # no longer watching cart
@@ -181,6 +183,11 @@ def test_sotw_unsubscribe_resubscribe_and_absent_resources() -> None:
     gone = s.next_response()
     assert gone is not None
     assert len(parse_sotw(gone.payload)[1]["cart"].endpoints) == 0
+    # The unknown name's service appears: the stream gets it.
+    c.set_endpoints(endpoints({"ads": {"us-west": 1}, "nosuch": {"us-west": 1}}))
+    born = s.next_response()
+    assert born is not None and set(parse_sotw(born.payload)[1]) == {"nosuch"}
+    assert s.unknown == set()
 
 
 def test_sotw_legacy_and_explicit_wildcard() -> None:

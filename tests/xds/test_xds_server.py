@@ -51,8 +51,10 @@ def new_cache() -> XdsCache:
 
 
 @asynccontextmanager
-async def serving(cache: XdsCache) -> AsyncIterator[tuple[XdsServer, grpc.aio.Channel]]:
-    server = XdsServer(cache)
+async def serving(
+    cache: XdsCache, **kwargs: Any
+) -> AsyncIterator[tuple[XdsServer, grpc.aio.Channel]]:
+    server = XdsServer(cache, **kwargs)
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
