@@ -26,7 +26,7 @@ from typing import Protocol
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from slate.model.routing import Routing
+from slate.model.routing import INGRESS, Routing
 from slate.xds import wire
 from slate.xds.endpoints import Endpoints, EndpointSet
 from slate.xds.metrics import XdsMetrics
@@ -134,6 +134,8 @@ class XdsCache:
         self._names: dict[ViewKey, frozenset[str]] = {}
         self._bodies: dict[tuple[object, ...], tuple[bytes, str, Mapping[str, str]]] = {}
         self._body_bytes = 0
+        self._known_clusters: frozenset[str] = frozenset()
+        self._clusters_of: EndpointSet | None = None
         self._empty: dict[str, Resource] = {}
         # Views whose plan for a name is the same share one Resource (built once, not per view).
         self._interned: dict[tuple[str, LocalityPlan], Resource] = {}
@@ -162,6 +164,21 @@ class XdsCache:
             self._resources[key] = res
             self._record_version(view, name, res)
             return res
+
+    def knows_view(self, view: ViewKey) -> bool:
+        """Whether the view's service and cluster are names slate knows (from the routing or the
+        endpoints), as opposed to whatever a client put in its node."""
+        eps = self._endpoints
+        if self._clusters_of is not eps:
+            self._known_clusters = frozenset(c for by in eps.services.values() for c in by)
+            self._clusters_of = eps
+        index = self._index
+        service_ok = (
+            view.service == INGRESS or view.service in index.sources or view.service in eps.services
+        )
+        return service_ok and (
+            view.cluster in index.clusters or view.cluster in self._known_clusters
+        )
 
     def knows(self, name: str) -> bool:
         """Whether `name`'s service exists (has an entry in the endpoints)."""

@@ -35,6 +35,7 @@ import grpc
 
 from slate.logs import kv
 from slate.xds.cache import Resource, XdsCache
+from slate.xds.callbacks import Callbacks
 from slate.xds.resources import CLA_TYPE_URL
 from slate.xds.views import InvalidNode, NodeMapper, ViewKey
 from slate.xds.wire import with_nonce
@@ -70,6 +71,15 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def clip(text: object, limit: int = 200) -> str:
+    """A client-supplied string fit for a log line: at most `limit` characters, control characters
+    escaped (logfmt quoting then escapes quotes and backslashes)."""
+    s = str(text)
+    if len(s) > limit:
+        s = s[:limit] + f"...(+{len(s) - limit} chars)"
+    return s.encode("unicode_escape").decode("ascii") if not s.isprintable() else s
 
 
 class ProtocolError(Exception):
@@ -127,9 +137,11 @@ class StreamState:
         on_ack: Callable[[StreamState, bool], None] | None = None,
         on_nack: Callable[[NackRecord], None] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        callbacks: Callbacks | None = None,
     ) -> None:
         self.cache = cache
         self.limits = limits
+        self.callbacks = callbacks
         self.node_mapper = node_mapper
         self.api = api
         self._wake = wake
@@ -211,7 +223,7 @@ class StreamState:
         """ACK or NACK the response with this nonce (no-op for stale/unknown nonces)."""
         versions = self._outstanding.pop(nonce, None)
         if versions is None:
-            log.debug("%s", kv("stale_nonce", node=self.node_id, view=self.view, nonce=nonce))
+            log.debug("%s", kv("stale_nonce", node=clip(self.node_id), nonce=clip(nonce)))
             return
         # Responses are processed in order: anything sent before this one is settled too.
         while self._outstanding and int(next(iter(self._outstanding))) < int(nonce):
@@ -227,6 +239,8 @@ class StreamState:
                     del nacked[name]
             if self._on_ack is not None:
                 self._on_ack(self, True)
+            if self.callbacks is not None:
+                self.callbacks.on_ack(self, nonce)
             return
         self.nacked.update((n, v) for n, v in versions.items() if v != _ABSENT)
         record = NackRecord(
@@ -242,19 +256,21 @@ class StreamState:
             "%s",
             kv(
                 "nack",
-                node=record.node_id,
-                view=record.view,
+                node=clip(record.node_id),
+                view=clip(record.view),
                 mode=self.mode,
                 nonce=nonce,
                 resources=",".join(f"{n}={v}" for n, v in sorted(versions.items())),
                 code=record.code,
-                detail=record.message,
+                detail=clip(record.message, _NACK_MESSAGE_LIMIT),
             ),
         )
         if self._on_ack is not None:
             self._on_ack(self, False)
         if self._on_nack is not None:
             self._on_nack(record)
+        if self.callbacks is not None:
+            self.callbacks.on_nack(self, record)
 
     def _set_subscription(self, explicit: set[str], wildcard: bool) -> None:
         view = self.view
@@ -372,7 +388,7 @@ class SotwStream(StreamState):
         if nonce and self._nonce and nonce != str(self._nonce):
             # A stale request (it answers an earlier response than the latest): the protocol
             # says to ignore it; the client sends its current interest with the latest nonce.
-            log.debug("%s", kv("stale_nonce", node=self.node_id, view=self.view, nonce=nonce))
+            log.debug("%s", kv("stale_nonce", node=clip(self.node_id), nonce=clip(nonce)))
             return
         if nonce:
             self._resolve(nonce, req.error_detail if req.HasField("error_detail") else None)
