@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import grpc
 
 from slate.logs import kv
-from slate.xds.cache import Resource, XdsCache
+from slate.xds.cache import ConfigCache, Resource
 from slate.xds.callbacks import Callbacks
 from slate.xds.resources import CLA_TYPE_URL
 from slate.xds.views import InvalidNode, NodeMapper, ViewKey
@@ -129,7 +129,7 @@ class StreamState:
 
     def __init__(
         self,
-        cache: XdsCache,
+        cache: ConfigCache,
         node_mapper: NodeMapper,
         *,
         api: str,

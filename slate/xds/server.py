@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from slate.logs import kv
-from slate.xds.cache import XdsCache
+from slate.xds.cache import ConfigCache
 from slate.xds.callbacks import CallbackList, Callbacks, MetricsCallbacks, NackHistory
 from slate.xds.metrics import XdsMetrics
 from slate.xds.protocol import (
@@ -89,7 +89,7 @@ class XdsServer:
 
     def __init__(
         self,
-        cache: XdsCache,
+        cache: ConfigCache,
         *,
         node_mapper: NodeMapper = plain_envoy_view,
         metrics: XdsMetrics | None = None,
@@ -100,7 +100,8 @@ class XdsServer:
         self.cache = cache
         self.limits = limits
         self.node_mapper = node_mapper
-        self.metrics = metrics if metrics is not None else (cache.metrics or XdsMetrics())
+        own = getattr(cache, "metrics", None)
+        self.metrics = metrics if metrics is not None else (own or XdsMetrics())
         self.streams: set[StreamState] = set()
         history = NackHistory(nack_history)
         self.recent_nacks: collections.deque[NackRecord] = history.records

@@ -10,10 +10,17 @@ from typing import Any
 
 import grpc
 import prometheus_client
+import pytest
 from test_xds_server import ADS_SOTW, Stream, new_cache, run, serving
-from xds_testlib import WEST, endpoints, node, routing, sotw
+from xds_testlib import WEST, cla_weights, endpoints, node, parse_sotw, routing, sotw
 
+from slate.model.errors import InputError
+from slate.model.routing import Routing, routing_from_routes
+from slate.xds.cache import UpdateResult, XdsCache
 from slate.xds.callbacks import OTHER_VIEW, Callbacks
+from slate.xds.debounce import Debouncer
+from slate.xds.endpoints import Endpoint, EndpointSet
+from slate.xds.follower import FollowerCache, routes_from_status
 from slate.xds.protocol import NackRecord, Outgoing, ProtocolError, StreamState
 from slate.xds.weights import integer_weights, view_plan
 
@@ -80,6 +87,7 @@ def test_callbacks_see_every_step_and_a_failing_one_harms_nothing() -> None:
             await call.write(sotw(["cart"], with_node=node()))
             await call.read()
             await call.write(sotw(["cart"], nonce="1"))
+            assert isinstance(server.cache, XdsCache)
             server.cache.set_routing(routing(("frontend", "us-west", "cart", {"us-east": 1})))
             await call.read()
             await call.write(sotw(["cart"], nonce="2", error="no thanks"))
@@ -143,5 +151,159 @@ def test_metric_labels_come_from_known_views_and_go_with_their_last_stream() -> 
                 for s in m.samples
             ]
             assert samples == [], samples
+
+    run(scenario())
+
+
+# ---- debounce ----------------------------------------------------------------------------------
+
+
+class CountingCache(XdsCache):
+    """An XdsCache that counts its updates (how many times every view was rebuilt)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.updates = 0
+
+    def update(
+        self, routing: Routing | None = None, endpoints: EndpointSet | None = None
+    ) -> UpdateResult:
+        self.updates += 1
+        return super().update(routing=routing, endpoints=endpoints)
+
+
+def churn_cache() -> CountingCache:
+    return CountingCache(
+        routing(("frontend", "us-west", "cart", {"us-west": 1})),
+        endpoints({f"svc{i}": {"us-west": 1, "us-east": 1, "eu": 1} for i in range(5)}),
+    )
+
+
+def test_a_burst_of_endpoint_events_from_three_clusters_is_one_update() -> None:
+    c = churn_cache()
+
+    async def scenario() -> None:
+        d = Debouncer(c, quiet_s=0.05, max_delay_s=1.0)
+        task = asyncio.create_task(d.run())
+        # 5 services x 3 clusters x 6 rounds of EndpointSlice changes, back to back.
+        for round_ in range(6):
+            for svc in range(5):
+                for k, cluster in enumerate(("us-west", "us-east", "eu")):
+                    eps = tuple(Endpoint(f"10.{k}.{svc}.{j}", 80) for j in range(round_ + 1))
+                    d.set_cluster_endpoints(f"svc{svc}", cluster, eps)
+            await asyncio.sleep(0.001)
+        while d.pending:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        assert d.stats.events == 90 and d.stats.applied == 1
+
+    run(scenario())
+    assert c.updates == 1
+    by_cluster = c.endpoints.clusters_of("svc3")
+    assert by_cluster is not None and len(by_cluster["eu"]) == 6  # the last event of each won
+
+
+def test_constant_churn_still_reaches_proxies_every_max_delay() -> None:
+    c = churn_cache()
+
+    async def scenario() -> None:
+        d = Debouncer(c, quiet_s=0.05, max_delay_s=0.2)
+        task = asyncio.create_task(d.run())
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.0
+        n = 0
+        while loop.time() < end:  # an event every 10 ms: never quiet for 50 ms
+            n += 1
+            d.set_cluster_endpoints("svc0", "eu", (Endpoint("10.9.9.9", n),))
+            await asyncio.sleep(0.01)
+        d.flush()
+        task.cancel()
+        # Not one rebuild per event, and not zero until the churn stops.
+        assert 2 <= d.stats.applied <= 8, d.stats
+        assert d.stats.events == n > 40
+
+    run(scenario())
+
+
+def test_debounced_routing_and_a_failing_update_do_not_stop_it() -> None:
+    c = churn_cache()
+
+    async def scenario() -> None:
+        d = Debouncer(c, quiet_s=0.01, max_delay_s=0.05)
+        task = asyncio.create_task(d.run())
+        d.set_routing(routing(("frontend", "us-west", "cart", {"us-east": 1})))
+        d.set_routing(routing(("frontend", "us-west", "cart", {"eu": 1})))
+        await asyncio.sleep(0.1)
+        assert c.routing.get("frontend", "us-west", "cart") is not None
+        real = c.update
+        c.update = lambda **_: (_ for _ in ()).throw(RuntimeError("boom"))  # type: ignore[method-assign]
+        d.set_routing(routing())
+        await asyncio.sleep(0.1)
+        c.update = real  # type: ignore[method-assign]
+        d.set_endpoints(endpoints({"cart": {"eu": 1}}))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        assert (d.stats.applied, d.stats.failed) == (2, 1)
+        assert set(c.endpoints.services) == {"cart"}
+
+    run(scenario())
+    route = c.routing.get("frontend", "us-west", "cart")
+    assert route is not None and dict(route.weights) == {"eu": 1.0}
+
+
+# ---- follower cache ----------------------------------------------------------------------------
+
+ROUTE: dict[str, Any] = {
+    "fromService": "frontend",
+    "fromCluster": "us-west",
+    "to": "cart",
+    "weights": [
+        {"cluster": "us-west", "weight": 0.7},
+        {"cluster": "us-east", "weight": 0.3},
+    ],
+}
+STATUS = {"routes": [ROUTE]}
+
+
+def test_follower_serves_what_the_leader_wrote_into_status() -> None:
+    eps = endpoints({"cart": {"us-west": 1, "us-east": 1}})
+    leader = XdsCache(routing_from_routes(routes_from_status(STATUS)), eps)
+    follower = FollowerCache(eps)
+    assert follower.follow_status("shop", "tp", STATUS) is not None
+    assert follower.follow_status("shop", "tp", STATUS) is None  # unchanged: no rebuild
+    a, b = leader.resource(WEST, "cart"), follower.resource(WEST, "cart")
+    assert a is not None and b is not None and a.version == b.version  # byte-identical CLAs
+    assert not hasattr(follower, "set_routing")
+    with pytest.raises(TypeError):
+        follower.update(routing=leader.routing)
+    bad = {"routes": [{**ROUTE, "weights": [{"cluster": "us-west", "weight": -1}]}]}
+    with pytest.raises(InputError, match=r"status\.routes\[0\]\.weights\[0\]\.weight"):
+        follower.follow_status("shop", "tp", bad)
+    assert follower.resource(WEST, "cart") is b  # the previous routes stay
+    follower.forget("shop", "tp")
+    nearest = follower.resource(WEST, "cart")
+    assert nearest is not None and nearest.plan[0] == ("us-west", 0, 10_000)
+
+
+def test_server_serves_a_follower_cache() -> None:
+    eps = endpoints({"cart": {"us-west": 1, "us-east": 1}})
+    follower = FollowerCache(eps)
+    follower.follow_status("shop", "tp", STATUS)
+
+    async def scenario() -> None:
+        async with serving(follower) as (_server, channel):  # type: ignore[arg-type]
+            call = Stream(channel, ADS_SOTW)
+            await call.write(sotw(["cart"], with_node=node()))
+            _, clas = parse_sotw(await call.read())
+            assert cla_weights(clas["cart"]) == {"us-west": (0, 7000), "us-east": (0, 3000)}
+            moved = {
+                "routes": [
+                    {**STATUS["routes"][0], "weights": [{"cluster": "us-east", "weight": 1}]}
+                ]
+            }
+            follower.follow_status("shop", "tp", moved)
+            _, clas = parse_sotw(await call.read())
+            assert cla_weights(clas["cart"]) == {"us-east": (0, 10_000), "us-west": (1, 1)}
+            call.cancel()
 
     run(scenario())
