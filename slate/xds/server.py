@@ -19,7 +19,7 @@ import collections
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from slate.logs import kv
-from slate.xds.cache import ConfigCache
+from slate.xds.cache import ConfigCache, XdsCache
 from slate.xds.callbacks import CallbackList, Callbacks, MetricsCallbacks, NackHistory
 from slate.xds.metrics import XdsMetrics
 from slate.xds.protocol import (
@@ -37,6 +37,7 @@ from slate.xds.protocol import (
     DELTA,
     EDS,
     SOTW,
+    AdsStream,
     DeltaStream,
     Limits,
     NackRecord,
@@ -45,6 +46,8 @@ from slate.xds.protocol import (
     StreamState,
     clip,
 )
+from slate.xds.resources import CLA_TYPE_URL
+from slate.xds.typed import UnservedCache, derived_caches
 from slate.xds.views import NodeMapper, plain_envoy_view
 
 log = logging.getLogger("slate.xds.server")
@@ -96,8 +99,16 @@ class XdsServer:
         nack_history: int = 100,
         limits: Limits = DEFAULT_LIMITS,
         callbacks: Sequence[Callbacks] = (),
+        caches: Mapping[str, ConfigCache] | None = None,
     ) -> None:
         self.cache = cache
+        base = getattr(cache, "base_cache", cache)
+        if caches is None:
+            caches = derived_caches(base) if isinstance(base, XdsCache) else {}
+        self.caches: dict[str, ConfigCache] = {CLA_TYPE_URL: cache, **caches}
+        """Per type URL, the cache ADS streams are served from (CLAs from `cache`; Listeners,
+        RouteConfigurations and Clusters derived from it; any other type: nothing)."""
+        self._base = base
         self.limits = limits
         self.node_mapper = node_mapper
         own = getattr(cache, "metrics", None)
@@ -201,16 +212,29 @@ class XdsServer:
             return
         wake = asyncio.Event()
         self._wakes.add(wake)
-        kind = SotwStream if mode == SOTW else DeltaStream
+        kind: type[StreamState] = SotwStream if mode == SOTW else DeltaStream
         callbacks = self.callbacks
-        stream = kind(
-            self.cache,
-            self.node_mapper,
-            api=api,
-            wake=wake.set,
-            limits=self.limits,
-            callbacks=callbacks,
-        )
+        stream: Any
+        if api == ADS:
+            base = self._base
+            stream = AdsStream(
+                kind,
+                self.caches,
+                lambda type_url: UnservedCache(type_url, base),
+                self.node_mapper,
+                wake=wake.set,
+                limits=self.limits,
+                callbacks=callbacks,
+            )
+        else:
+            stream = kind(
+                self.cache,
+                self.node_mapper,
+                api=api,
+                wake=wake.set,
+                limits=self.limits,
+                callbacks=callbacks,
+            )
         self.streams.add(stream)
         state: dict[str, Any] = {"ended": False, "error": None, "opened": False}
 
