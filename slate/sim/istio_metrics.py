@@ -11,10 +11,11 @@ What the truth does between two scrapes (dt seconds):
 - **Demand** per ingress (endpoint, cluster) is the scenario's rps x a factor that drifts: its log
   follows an AR(1) process (`drift` = its per-scrape standard deviation, mean-reverting at 0.9 per
   scrape, so it stays within a few `drift`/0.44 of 1), times `scale_demand` steps.
-- **Rates** follow the fluid model (the evaluator's route resolution and propagation, linear in the
-  demand, precomputed per routing): each call edge (source service, source cluster, destination
-  endpoint, destination cluster) gets Poisson(rate x dt) requests, split over `pods_per_station`
-  pods per side.
+- **Rates**: each ingress component gets Poisson(rps x dt) requests; the calls they cause follow
+  the fluid model (the evaluator's route resolution and propagation, linear in the demand,
+  precomputed per routing) on every call edge (source service, source cluster, destination
+  endpoint, destination cluster), plus independent jitter of `call_jitter` x sqrt(count)
+  (requests in flight at a scrape), split over `pods_per_station` pods per side.
 - **Latency**: a station's own time per request is its endpoint's service time plus the truth's
   queueing (`truth_latency_model`: "mmc" = scenario-format.md's M/M/c; "distorted" = service time
   rising with utilisation, 1 + 0.5 rho^2, so the curve is not M/M/c); an endpoint's
@@ -45,7 +46,7 @@ from slate.model.demand import IngressDemand
 from slate.model.latency import MMcStation
 from slate.model.routing import INGRESS, Routing
 from slate.model.scenario import Scenario
-from slate.sim.evaluate import RouteResolver
+from slate.evaluate import RouteResolver
 from slate.telemetry.memory import LabelKey, MemoryBackend
 
 Truth = Literal["mmc", "distorted"]
@@ -163,6 +164,7 @@ class IstioMetrics:
         buckets: bool = True,
         drift: float = 0.02,
         latency_cv: float = 1.0,
+        call_jitter: float = 0.25,
         extra_labels: Mapping[str, str] | None = None,
     ) -> None:
         self.scenario = scenario
@@ -175,6 +177,7 @@ class IstioMetrics:
         self.buckets = buckets
         self.drift = drift
         self.latency_cv = latency_cv
+        self.call_jitter = call_jitter
         self.extra_labels = dict(extra_labels or {})
         self.components: tuple[IngressDemand, ...] = scenario.ingress
         self._comp: list[tuple[str, str]] = [
@@ -188,7 +191,7 @@ class IstioMetrics:
         ]
         self._station_index = {k: i for i, k in enumerate(self._stations)}
         self._station_models = [self.latency.station(s, c) for s, c in self._stations]
-        self._flow_cache: dict[Routing, _Flows] = {}
+        self._flow_cache: dict[tuple[object, ...], _Flows] = {}
         self.routing = routing
         self._flows = self._build_flows(routing)
         # counters: one slot per (edge, reporter, pod) series, created when an edge first appears
@@ -233,7 +236,8 @@ class IstioMetrics:
     # --- the fluid model of a routing -------------------------------------------------------------
 
     def _build_flows(self, routing: Routing) -> _Flows:
-        hit = self._flow_cache.get(routing)
+        ckey = tuple((r.key, tuple(sorted(r.weights.items()))) for r in routing.routes)
+        hit = self._flow_cache.get(ckey)
         if hit is not None:
             return hit
         sc = self.scenario
@@ -315,15 +319,17 @@ class IstioMetrics:
         )
         if len(self._flow_cache) > 64:
             self._flow_cache.clear()
-        self._flow_cache[routing] = flows
+        self._flow_cache[ckey] = flows
         return flows
 
     # --- the truth now ---------------------------------------------------------------------------
 
     def latencies(
-        self, demand: npt.NDArray[np.float64] | None = None
+        self, demand: npt.NDArray[np.float64] | None = None, dt: float | None = None
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """(edge rps, inclusive duration ms of each node) under the routing in force."""
+        """(edge rps, inclusive duration ms of each node) under the routing in force. With `dt`,
+        each node's own time gets the noise of the mean of its ~rps*dt requests (relative sd
+        `latency_cv`/sqrt(n)), and callers include their callees' realised times."""
         f = self._flows
         d = self.demand() if demand is None else demand
         node_rps = f.node_map @ d
@@ -336,6 +342,10 @@ class IstioMetrics:
             w = min(float(work[i]), 0.98 * m.capacity)
             wait[i] = m.queue_cost(w) / float(rps[i])
         own = f.node_service_ms + wait[f.node_station]
+        if dt is not None and self.latency_cv > 0:
+            n = np.maximum(node_rps * dt, 1.0)
+            z = self.rng.normal(0.0, 1.0, len(own)) * self.latency_cv / np.sqrt(n)
+            own = own * np.maximum(1.0 + z, 0.05)
         b = own + f.call_rtt
         t = b.copy()
         for _ in range(f.depth):
@@ -428,11 +438,20 @@ class IstioMetrics:
 
     def _advance(self, dt: float) -> None:
         f = self._flows
-        rate, node_t = self.latencies()
+        rng = self.rng
+        demand = self.demand()
+        _, node_t = self.latencies(demand, dt=dt)
+        # Requests arrive at the gateways as Poisson counts; the calls they cause follow them
+        # (fluid split), with a little independent jitter (requests in flight at the scrape).
+        arrivals = rng.poisson(np.maximum(demand, 0.0) * dt).astype(float)
+        fluid = f.edge_map @ arrivals
+        jitter = (
+            rng.normal(0.0, 1.0, len(fluid)) * np.sqrt(np.maximum(fluid, 0.0)) * self.call_jitter
+        )
         n_edges_all = len(self._series_edges)
         slots = np.array([self._edge_slot[e] for e in f.edges], dtype=np.intp)
-        lam = np.zeros(n_edges_all)
-        lam[slots] = np.maximum(rate, 0.0) * dt
+        counts = np.zeros(n_edges_all)
+        counts[slots] = np.maximum(np.rint(fluid + jitter), 0.0)
         dst_ms = np.zeros(n_edges_all)
         dst_ms[slots] = node_t[f.edge_node]
         rtt = np.zeros(n_edges_all)
@@ -441,10 +460,8 @@ class IstioMetrics:
         req_b[slots] = f.edge_req_kb * 1000.0
         resp_b = np.zeros(n_edges_all)
         resp_b[slots] = f.edge_resp_kb * 1000.0
-        rng = self.rng
-        n = rng.poisson(lam).astype(float)
-        noise = rng.normal(0.0, 1.0, n_edges_all) * self.latency_cv / np.sqrt(np.maximum(n, 1.0))
-        dst_sum = n * dst_ms * np.maximum(1.0 + noise, 0.05)
+        n = counts
+        dst_sum = n * dst_ms
         src_sum = dst_sum + n * rtt * (
             1.0 + rng.normal(0.0, 0.02, n_edges_all) / np.sqrt(np.maximum(n, 1.0))
         )
