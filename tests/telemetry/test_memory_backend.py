@@ -85,10 +85,11 @@ def test_rate_matches_prometheus_reference_with_resets_and_gaps() -> None:
         at = round(float(at_np), 3)
         got = {r.labels["svc"]: float(r.values[0]) for r in store.instant(Q, at)}
         want: dict[str, float] = {}
-        for j, pts in truth.items():
+        for series_no, pts in truth.items():
             ref = reference_rate(pts, at - 60.0, at, 60.0)
             if ref is not None:
-                want[f"s{j % 3}"] = want.get(f"s{j % 3}", 0.0) + ref
+                svc = f"s{series_no % 3}"
+                want[svc] = want.get(svc, 0.0) + ref
         assert got.keys() == want.keys()
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-9)
