@@ -164,7 +164,7 @@ class IstioMetrics:
         buckets: bool = True,
         drift: float = 0.02,
         latency_cv: float = 1.0,
-        call_jitter: float = 0.25,
+        call_jitter: float = 0.05,
         extra_labels: Mapping[str, str] | None = None,
     ) -> None:
         self.scenario = scenario
@@ -455,7 +455,9 @@ class IstioMetrics:
         n_edges_all = len(self._series_edges)
         slots = np.array([self._edge_slot[e] for e in f.edges], dtype=np.intp)
         counts = np.zeros(n_edges_all)
-        counts[slots] = np.maximum(np.rint(fluid + jitter), 0.0)
+        x = np.maximum(fluid + jitter, 0.0)
+        whole = np.floor(x)
+        counts[slots] = whole + (rng.random(len(x)) < x - whole)  # unbiased integer counts
         dst_ms = np.zeros(n_edges_all)
         dst_ms[slots] = node_t[f.edge_node]
         rtt = np.zeros(n_edges_all)

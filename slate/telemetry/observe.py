@@ -149,10 +149,8 @@ class _Ctx:
 
 def _nan_add(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Sum where either has a value (like PromQL's sum over series): NaN only where both are."""
-    both = np.isnan(a) & np.isnan(b)
-    s = np.nan_to_num(a) + np.nan_to_num(b)
-    s[both] = np.nan
-    return s
+    na, nb = np.isnan(a), np.isnan(b)
+    return np.where(na, b, np.where(nb, a, a + b))
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -162,7 +160,7 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _tup(a: npt.NDArray[np.float64]) -> tuple[float, ...]:
-    return tuple(float(x) for x in a)
+    return tuple(a.tolist())
 
 
 class Observer:
