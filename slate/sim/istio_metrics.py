@@ -216,6 +216,11 @@ class IstioMetrics:
             if c == cluster:
                 self._scale[i] *= factor
 
+    def nominal_demand(self) -> npt.NDArray[np.float64]:
+        """Rps per ingress component with the demand steps applied, without the drift (what the
+        truth's optimum is computed for)."""
+        return self.nominal * self._scale
+
     def demand(self) -> npt.NDArray[np.float64]:
         """Current rps per ingress component (drift and steps applied)."""
         return self.nominal * self._scale * np.exp(self._log_factor)
@@ -223,7 +228,7 @@ class IstioMetrics:
     def demand_scenario(self, *, drifted: bool = False) -> Scenario:
         """The scenario with the current demand (steps applied; drift too when `drifted`): what
         the truth's judge should evaluate and optimise."""
-        d = self.demand() if drifted else self.nominal * self._scale
+        d = self.demand() if drifted else self.nominal_demand()
         out: list[IngressDemand] = []
         i = 0
         for ing in self.scenario.ingress:
