@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from policy_stub import policy_for
 from simdata import T0, Sim, optimal_routing, scenario, simulate
 
 from slate.model.routing import INGRESS, Routing
+from slate.telemetry.memory import MemoryBackend, label_key
 from slate.telemetry.observation import Observation, TelemetryUnavailable
 from slate.telemetry.observe import Observer
 from slate.telemetry.queries import Query, QueryFailed, SeriesResult
@@ -262,3 +263,27 @@ def test_observation_is_immutable(boutique_obs: Observation) -> None:
     with pytest.raises(TypeError):
         boutique_obs.ingress[("x", "y")] = 1.0  # type: ignore[index]
     assert boutique_obs.at.timestamp() > T0
+
+
+def test_problems_are_bounded_and_label_values_truncated(boutique: Sim) -> None:
+    store = MemoryBackend()
+    keys = [
+        label_key(
+            {
+                "reporter": "destination",
+                "destination_service_name": "frontend",
+                "destination_service_namespace": "shop",
+                "destination_cluster": "us-west",
+                "slate_endpoint": f"{i:03d}" + "x" * 500,
+            }
+        )
+        for i in range(300)
+    ]
+    store.append(T0, "istio_requests_total", keys, [0.0] * 300)
+    store.append(T0 + 15, "istio_requests_total", keys, [15.0] * 300)
+    obs = Observer(store, lookback_s=60).observe(
+        policy_for(boutique.scenario), datetime.fromtimestamp(T0 + 15, UTC)
+    )
+    assert len(obs.problems) == 101
+    assert obs.problems[-1].startswith("... and ")
+    assert max(len(p) for p in obs.problems) < 300
