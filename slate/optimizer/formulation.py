@@ -110,6 +110,10 @@ class StationSpec:
         self._pieces = None
         return True
 
+    def refresh(self) -> None:
+        """Rebuild the pieces after a change of `max_work`."""
+        self._pieces = None
+
     def copy_tangents(self, other: StationSpec) -> None:
         """Start from the tangents (and pieces) of a station with the same model and cap."""
         self.tangents = list(other.tangents)
