@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from slate import report
 from slate.evaluate import evaluate
 from slate.model.app import App, Call, Endpoint, Service
 from slate.model.demand import IngressDemand
@@ -213,3 +214,42 @@ def test_printed_weights_keep_stations_under_their_caps(spec: SyntheticSpec) -> 
     """Rounding to 6 decimals never lifts a station above max_utilization (the caps bind at
     these loads)."""
     _printed_stay_under_caps(spec)
+
+
+# -- the honest bound ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "certified"), [("alibaba-3r", False), ("boutique-2r", True), ("hotel-3r", True)]
+)
+def test_the_bound_says_whether_it_is_certified(name: str, certified: bool) -> None:
+    """alibaba-3r prices egress and has keys aggregating calls of different sizes; the others
+    either share sizes per key or price nothing."""
+    result = solve(load_scenario(SCENARIOS / f"{name}.yaml"))
+    assert result.bound_certified is certified
+    assert (result.bound_caveat is None) is certified
+
+
+def test_an_lp_value_above_the_achieved_objective_is_never_called_certified() -> None:
+    """Egress priced on keys that average byte sizes: the LP's value can exceed what its routing
+    achieves (seed 24: by 2.7e-4). It must then say it is not a bound, and so must the report."""
+    s = synthetic_scenario(
+        SyntheticSpec(3, 5, 3, None, 24, target_utilization=0.5, cost_weight=50.0)
+    )
+    result = solve(s)
+    assert result.bound is not None
+    assert result.bound > result.evaluation.objective
+    assert result.bound_certified is False
+    row = report.Row("optimal", result.evaluation)
+    table = report.comparison_table(s, [row], row, result.bound, result.bound_caveat)
+    assert "not a certified lower bound" in table
+    assert (
+        report.comparison_json(s, [row], row, result.bound, result.bound_certified)[
+            "optimal_bound_certified"
+        ]
+        is False
+    )
+    # Without egress prices the same app's bound is certified, and holds.
+    free = solve(scaled(s, cost_weight=0.0))
+    assert free.bound_certified is True
+    assert free.bound is not None and free.bound <= free.evaluation.objective * (1 + 5e-6)

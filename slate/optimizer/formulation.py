@@ -381,6 +381,24 @@ class Formulation:
         out: FArray = x[self.n_y : self.n_y + self.n_l]
         return out
 
+    def bound_certified(self) -> bool:
+        """Whether the LP's optimum is a lower bound on every routing's objective: yes unless
+        egress is priced and some key aggregates calls of different request/response sizes
+        (those are priced at averaged sizes, update_byte_sizes)."""
+        if self.scenario.objective.cost_weight_ms_per_usd_hour == 0:
+            return True
+        key, _lcol, _mult, req, resp, _total = self.sources
+        if len(key) == 0:
+            return True
+        differ = np.zeros(len(self.keys), dtype=bool)
+        for kb in (req, resp):
+            lo = np.full(len(self.keys), np.inf)
+            hi = np.full(len(self.keys), -np.inf)
+            np.minimum.at(lo, key, kb)
+            np.maximum.at(hi, key, kb)
+            differ |= hi > lo
+        return not bool(differ.any())
+
     def update_byte_sizes(self, loads: FArray | None) -> None:
         """Price each aggregated key at its calls' rate-weighted mean sizes (from `loads`, or from
         the routing-independent endpoint totals when None)."""

@@ -72,8 +72,19 @@ class PolicyResult:
     routing: Routing  # with `predicted` from the evaluator
     evaluation: Evaluation
     shortfalls: tuple[Shortfall, ...] = ()
-    bound: float | None = None  # LP lower bound on the objective (optimal policy only)
+    bound: float | None = None  # the LP's objective (optimal policy only)
     stats: SolveStats | None = None
+    bound_certified: bool | None = None
+    """Whether `bound` is a lower bound on every routing's objective (None without a bound). Not
+    when egress is priced and a key aggregates calls of different byte sizes: the LP prices them
+    at averaged sizes, and a routing can then score below its value (BOUND_CAVEAT)."""
+
+    @property
+    def bound_caveat(self) -> str | None:
+        """Why `bound` may not bound the objective, or None when it does."""
+        if self.bound is None or self.bound_certified:
+            return None
+        return BOUND_CAVEAT
 
     @property
     def over_capacity(self) -> bool:
@@ -85,6 +96,12 @@ class PolicyResult:
         if self.bound is None or not math.isfinite(self.evaluation.objective):
             return None
         return (self.evaluation.objective - self.bound) / max(abs(self.bound), 1e-12)
+
+
+BOUND_CAVEAT = (
+    "not a certified lower bound: egress is priced and calls of different sizes share a route, "
+    "so the LP prices them at averaged sizes"
+)
 
 
 def _with_prediction(routing: Routing, ev: Evaluation) -> Routing:
@@ -188,7 +205,13 @@ def solve(
         stats.seconds,
     )
     return PolicyResult(
-        "optimal", _with_prediction(routing, ev), ev, tuple(short), lp_objective, stats
+        "optimal",
+        _with_prediction(routing, ev),
+        ev,
+        tuple(short),
+        lp_objective,
+        stats,
+        bound_certified=f.bound_certified(),
     )
 
 
