@@ -292,6 +292,12 @@ class MemoryBackend:
         table.add_row(round(t, 3), cols, np.asarray(values, dtype=float))
         table.prune(t - self.retention_s)
 
+    def forget_answers(self) -> None:
+        """Drop every cached query answer (they are recomputed from the samples on demand)."""
+        for table in self._tables.values():
+            table.results.clear()
+            table.max_cached_ms = -(2**62)
+
     def metrics(self) -> list[str]:
         return sorted(self._tables)
 
