@@ -140,7 +140,7 @@ def solve(
     for rounds in range(1, max_rounds + 1):
         lp = f.program()
         seen.add(_state(f))
-        x, lp_objective = _solve_lp(lp, f.total_rps, rounds)
+        x, lp_objective = _solve_lp(lp, rounds)
         # What the LP misjudges about its own routing: the queueing cost below the tangents, and
         # the egress of aggregated keys priced at the previous round's byte sizes.
         w, t = f.station_work(lp, x)
@@ -195,19 +195,25 @@ IPM_ROWS = 2000
 vertex) beats its dual simplex on these LPs; below, the simplex is faster."""
 
 
-def _solve_lp(lp: Program, total_rps: float, round_: int) -> tuple[np.ndarray, float]:
-    """(solution, objective). The costs go to HiGHS in request-ms per second rather than per
-    request: per request they are ~1e-4, down where HiGHS's absolute optimality tolerance (1e-7)
-    lets it stop short and fill a station's pieces out of order."""
+PRIMAL_TOLERANCE = 1e-9
+"""HiGHS's feasibility tolerance in the solver's units (Program.for_solver: values near 1). Its
+default, 1e-7, is the margin a service that cannot fit gets above its least utilization (solve()
+caps it at that x (1 + 1e-7)): presolve then calls the LP infeasible."""
+
+
+def _solve_lp(lp: Program, round_: int) -> tuple[np.ndarray, float]:
+    """(solution, objective), solved in the solver's units (Program.for_solver)."""
+    form = lp.for_solver()
     method = "highs-ipm" if lp.n_rows >= IPM_ROWS else "highs-ds"
     res = linprog(
-        lp.c * total_rps,
-        A_ub=lp.a_ub,
-        b_ub=lp.b_ub,
-        A_eq=lp.a_eq,
-        b_eq=lp.b_eq,
-        bounds=lp.bounds,
+        form.c,
+        A_ub=form.a_ub,
+        b_ub=form.b_ub,
+        A_eq=form.a_eq,
+        b_eq=form.b_eq,
+        bounds=form.bounds,
         method=method,
+        options={"primal_feasibility_tolerance": PRIMAL_TOLERANCE},
     )
     if res.status == 2:
         raise InfeasibleError(
@@ -216,7 +222,7 @@ def _solve_lp(lp: Program, total_rps: float, round_: int) -> tuple[np.ndarray, f
         )
     if res.status != 0 or res.x is None:
         raise SolveError(f"HiGHS: {res.message} (status {res.status}, round {round_})")
-    return np.asarray(res.x), float(res.fun) / total_rps + lp.offset
+    return np.asarray(res.x) * form.col_scale, float(res.fun) * form.cost_unit + lp.offset
 
 
 def _state(f: Formulation) -> tuple[int, bytes]:
@@ -236,7 +242,7 @@ def _routing(f: Formulation, x: np.ndarray, constraints: tuple[Constraint, ...] 
         vals = np.maximum(y[start : start + len(dsts)], 0.0)
         start += len(dsts)
         total = float(vals.sum())
-        if total > 1e-9:
+        if total > 1e-9 * f.rate_unit:
             weights = {
                 topo.clusters[d]: float(v / total)
                 for d, v in zip(dsts, vals, strict=True)

@@ -29,6 +29,8 @@ from xds_testlib import split_routing
 
 from slate.model.routing import Routing
 from slate.xds.endpoints import Endpoint, EndpointSet
+from slate.xds.protocol import AdsStream
+from slate.xds.resources import CLA_TYPE_URL
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +131,8 @@ def test_rejected_update_leaves_envoy_on_previous_weights(
         "slate_xds_nacks_total", {"mode": transport.mode, "view": "frontend@us-west"}
     )
     assert nacks == 1
-    assert stream.nacked["cart"] != stream.acked["cart"]
+    eds = stream.types[CLA_TYPE_URL] if isinstance(stream, AdsStream) else stream
+    assert eds.nacked["cart"] != eds.acked["cart"]
 
     assert west.eds_weights()["cart"] == weights(WEST)
     assert_split(west.split("cart", N), WEST, N)
