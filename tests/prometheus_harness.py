@@ -157,10 +157,16 @@ class SimulatedPrometheus:
     prometheus: PrometheusProcess
     exporter: Any
     history_end: float
+    collector: LiveCollector
 
     @property
     def url(self) -> str:
         return self.prometheus.url
+
+    def set_routing(self, routing: Routing) -> None:
+        """The weights in force in the simulated mesh from now on (safe while it is scraped)."""
+        with self.collector.lock:
+            self.gen.set_routing(routing)
 
     def wait_for_live_scrapes(self, n: int = 2, timeout_s: float = 30.0) -> float:
         """Wait until Prometheus holds `n` live scrapes after the backfilled history; returns the
@@ -224,13 +230,14 @@ def simulated_prometheus(
         extra = workdir / "extra.om.txt"
         extra.write_text(extra_openmetrics(end))
         backfill(extra, prom.data_dir)
-    server, _thread = serve_metrics(LiveCollector(gen, store), exporter_port)
+    collector = LiveCollector(gen, store)
+    server, _thread = serve_metrics(collector, exporter_port)
     try:
         prom.start()
     except Exception:
         server.shutdown()
         raise
-    return SimulatedPrometheus(gen, store, prom, server, end)
+    return SimulatedPrometheus(gen, store, prom, server, end, collector)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,9 @@ LabelKey = tuple[tuple[str, str], ...]
 
 LOOKBACK_DELTA_S = 300.0
 
+Vec = npt.NDArray[np.float64]
+BoolVec = npt.NDArray[np.bool_]
+
 
 def label_key(labels: Mapping[str, str]) -> LabelKey:
     return tuple(sorted((k, v) for k, v in labels.items() if v != ""))
@@ -51,9 +54,12 @@ class _Table:
     mat: npt.NDArray[np.float64] = field(default_factory=lambda: np.full((0, 0), np.nan))
     last_keys: tuple[Sequence[LabelKey], int] | None = None
     last_cols: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
-    select_cache: dict[tuple[tuple[Matcher, ...], tuple[str, ...]], tuple[int, object]] = field(
+    selections: dict[tuple[tuple[Matcher, ...], tuple[str, ...]], _Selection] = field(
         default_factory=dict
     )
+    results: dict[tuple[object, ...], dict[int, tuple[Vec, BoolVec]]] = field(default_factory=dict)
+    """Answers per query and evaluation time (ms): group sums and presence."""
+    max_cached_ms: int = -(2**62)
 
     def columns(self, keys: Sequence[LabelKey]) -> npt.NDArray[np.intp]:
         # Fast path: the same list object as last time, only grown by appending (the simulator
@@ -98,6 +104,7 @@ class _Table:
         self.times[self.rows] = t
         self.mat[self.rows, cols] = values
         self.rows += 1
+        self.forget_from(round(t * 1000))
 
     def prune(self, before: float) -> None:
         keep_from = int(np.searchsorted(self.times[: self.rows], before, side="left"))
@@ -108,40 +115,60 @@ class _Table:
         self.mat[n : self.rows] = np.nan
         self.times[:n] = self.times[keep_from : self.rows]
         self.rows = n
+        self.forget_before(round(before * 1000))
 
     def select(self, matchers: tuple[Matcher, ...], by: tuple[str, ...]) -> _Selection:
-        key = (matchers, by)
-        hit = self.select_cache.get(key)
-        if hit is not None and hit[0] == len(self.labels):
-            sel = hit[1]
-            assert isinstance(sel, _Selection)
+        """The series a selector matches and their `sum by` groups. Kept per selector and
+        extended as series appear, so group numbers are stable (cached rows stay valid)."""
+        sel = self.selections.get((matchers, by))
+        if sel is None:
+            sel = self.selections[(matchers, by)] = _Selection()
+        if sel.scanned == len(self.labels):
             return sel
-        cols: list[int] = []
-        group_of: list[int] = []
-        groups: dict[tuple[str, ...], int] = {}
-        for j, labels in enumerate(self.labels):
+        for j in range(sel.scanned, len(self.labels)):
+            labels = self.labels[j]
             if all(_matches(m, labels.get(m.label, "")) for m in matchers):
                 g = tuple(labels.get(b, "") for b in by)
-                cols.append(j)
-                group_of.append(groups.setdefault(g, len(groups)))
-        onehot = sp.csr_matrix(
-            (np.ones(len(cols)), (np.arange(len(cols)), np.array(group_of, dtype=np.intp))),
-            shape=(len(cols), len(groups)),
+                gi = sel.groups.get(g)
+                if gi is None:
+                    gi = sel.groups[g] = len(sel.group_labels)
+                    sel.group_labels.append({b: v for b, v in zip(by, g, strict=True) if v != ""})
+                sel.col_list.append(j)
+                sel.group_of.append(gi)
+        sel.scanned = len(self.labels)
+        n = len(sel.col_list)
+        sel.cols = np.array(sel.col_list, dtype=np.intp)
+        sel.onehot = sp.csr_matrix(
+            (np.ones(n), (np.arange(n), np.array(sel.group_of, dtype=np.intp))),
+            shape=(n, len(sel.group_labels)),
         )
-        sel = _Selection(
-            np.array(cols, dtype=np.intp),
-            onehot,
-            [{b: v for b, v in zip(by, g, strict=True) if v != ""} for g in groups],
-        )
-        self.select_cache[key] = (len(self.labels), sel)
         return sel
 
+    def forget_from(self, t_ms: int) -> None:
+        """Drop cached answers at or after `t_ms` (new samples there change them)."""
+        if t_ms > self.max_cached_ms:
+            return
+        for cache in self.results.values():
+            for k in [k for k in cache if k >= t_ms]:
+                del cache[k]
+        self.max_cached_ms = t_ms - 1
 
-@dataclass(frozen=True)
+    def forget_before(self, t_ms: int) -> None:
+        for cache in self.results.values():
+            for k in [k for k in cache if k < t_ms]:
+                del cache[k]
+
+
+@dataclass
 class _Selection:
-    cols: npt.NDArray[np.intp]
-    onehot: sp.csr_matrix  # selected series x groups
-    group_labels: list[dict[str, str]]
+    scanned: int = 0
+    col_list: list[int] = field(default_factory=list)
+    group_of: list[int] = field(default_factory=list)
+    groups: dict[tuple[str, ...], int] = field(default_factory=dict)
+    group_labels: list[dict[str, str]] = field(default_factory=list)
+    cols: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    onehot: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0)))
+    """selected series x groups"""
 
 
 def _matches(m: Matcher, value: str) -> bool:
@@ -265,6 +292,12 @@ class MemoryBackend:
         table.add_row(round(t, 3), cols, np.asarray(values, dtype=float))
         table.prune(t - self.retention_s)
 
+    def forget_answers(self) -> None:
+        """Drop every cached query answer (they are recomputed from the samples on demand)."""
+        for table in self._tables.values():
+            table.results.clear()
+            table.max_cached_ms = -(2**62)
+
     def metrics(self) -> list[str]:
         return sorted(self._tables)
 
@@ -299,16 +332,45 @@ class MemoryBackend:
         if query.form == "newest":
             return self._newest(table, query, grid)
         sel = table.select(query.matchers, query.by)
-        if not sel.group_labels:
+        n_groups = len(sel.group_labels)
+        if n_groups == 0:
             return []
+        # Answers at times already evaluated are reused (a range query re-asked one interval
+        # later shares all but its newest points); samples appended later invalidate them.
+        cache = table.results.setdefault((query.form, query.matchers, query.by, query.window_s), {})
+        ms = [round(float(t) * 1000) for t in grid]
+        missing = [i for i, m in enumerate(ms) if m not in cache]
+        if missing:
+            sums, have = self._compute(table, sel, query, grid[missing])
+            for r, i in enumerate(missing):
+                cache[ms[i]] = (sums[r], have[r])
+            table.max_cached_ms = max(table.max_cached_ms, max(ms[i] for i in missing))
+        all_sums = np.zeros((len(grid), n_groups))
+        all_have = np.zeros((len(grid), n_groups), dtype=bool)
+        for i, m in enumerate(ms):
+            row_sums, row_have = cache[m]
+            all_sums[i, : len(row_sums)] = row_sums
+            all_have[i, : len(row_have)] = row_have
+        out: list[SeriesResult] = []
+        for g, labels in enumerate(sel.group_labels):
+            mask = all_have[:, g]
+            if mask.any():
+                out.append(SeriesResult(labels, grid[mask], all_sums[mask, g]))
+        return out
+
+    def _compute(
+        self, table: _Table, sel: _Selection, query: Query, grid: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Group sums (grid x groups) and which groups have a value, computed from the samples."""
+        n_groups = len(sel.group_labels)
         times = table.times[: table.rows]
         lo = grid - query.window_s
         i0 = np.searchsorted(times, lo, side="left")
         i1 = np.searchsorted(times, grid, side="right")
         span = np.maximum(i1 - i0, 0)
         kmax = int(span.max(initial=0))
-        if kmax == 0:
-            return []
+        if kmax == 0 or len(sel.cols) == 0:
+            return np.zeros((len(grid), n_groups)), np.zeros((len(grid), n_groups), dtype=bool)
         # every window's samples at once: windows x kmax x series, NaN-padded
         j = np.arange(kmax)[None, :]
         valid = j < span[:, None]
@@ -321,14 +383,9 @@ class MemoryBackend:
         else:
             vals = _resets(block)
         present = ~np.isnan(vals)
-        sums = np.where(present, vals, 0.0) @ sel.onehot
-        have = present.astype(float) @ sel.onehot > 0
-        out: list[SeriesResult] = []
-        for g, labels in enumerate(sel.group_labels):
-            mask = have[:, g]
-            if mask.any():
-                out.append(SeriesResult(labels, grid[mask], sums[mask, g]))
-        return out
+        sums = np.asarray(np.where(present, vals, 0.0) @ sel.onehot, dtype=float)
+        have = np.asarray(present.astype(float) @ sel.onehot, dtype=float) > 0
+        return sums, have
 
     def _newest(
         self, table: _Table, query: Query, grid: npt.NDArray[np.float64]

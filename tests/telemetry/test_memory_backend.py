@@ -153,3 +153,26 @@ def test_promql_rendering_and_json_round_trip() -> None:
     assert back[0].values[0] == 0.5 and math.isnan(back[0].values[1])
     inst = from_prometheus_json([{"metric": {}, "value": [3.0, "+Inf"]}])
     assert inst[0].values[0] == math.inf
+
+
+def test_cached_answers_equal_fresh_ones_as_samples_and_series_arrive() -> None:
+    rng = np.random.default_rng(3)
+    asked, fresh = MemoryBackend(), MemoryBackend()
+    values = np.zeros(12)
+    keys = [label_key({"job": "a", "svc": f"s{j % 4}", "pod": f"p{j}"}) for j in range(12)]
+    t = 1000.0
+    for i in range(60):
+        t += 15
+        values += rng.poisson(30, 12)
+        n = 6 if i < 30 else 12  # half the series appear later (new groups too: s2, s3 late)
+        for store in (asked, fresh):
+            store.append(t, "m_total", keys[:n], values[:n])
+        if i % 7 == 0:  # ask now, and about a time whose samples have not arrived yet
+            asked.range(Q, t - 300, t + 60, 15)
+            asked.instant(Q, t + 30)
+    got = asked.range(Q, t - 600, t, 15)
+    want = fresh.range(Q, t - 600, t, 15)
+    assert [r.labels for r in got] == [r.labels for r in want]
+    for a, b in zip(got, want, strict=True):
+        assert list(a.times) == list(b.times)
+        assert np.allclose(a.values, b.values, rtol=1e-12)

@@ -154,6 +154,11 @@ def test_stopped_prometheus_is_telemetry_unavailable(tmp_path: Path) -> None:
         prom.stop()
     with pytest.raises(TelemetryUnavailable, match="unreachable"):
         observe(prom.url, datetime.now(UTC))
+    prom.start()  # the same data and port again: it answers again
+    try:
+        assert not observe(prom.url, datetime.now(UTC)).has_data
+    finally:
+        prom.stop()
 
 
 def test_openmetrics_with_histogram_buckets_loads_and_answers_quantiles(tmp_path: Path) -> None:
