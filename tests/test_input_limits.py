@@ -54,7 +54,7 @@ def test_file_over_the_size_limit(capsys: pytest.CaptureFixture[str], tmp_path: 
     text = yaml.safe_dump(good()) + "#" * (MAX_FILE_BYTES + 10) + "\n"
     f = write(tmp_path, text)
     line = one_line_error(capsys, "solve", str(f))
-    assert "larger than the limit of 2 MB" in line
+    assert "larger than the limit of 1 MB" in line
 
 
 @pytest.mark.parametrize("kind", ["list", "mapping"])

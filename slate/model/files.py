@@ -20,8 +20,8 @@ from slate.model.errors import InputError, quote
 
 T = TypeVar("T")
 
-MAX_FILE_BYTES = 2_000_000
-"""Input files larger than this are refused (a 2 MB scenario is ~1000 services)."""
+MAX_FILE_BYTES = 1_000_000
+"""Input files larger than this are refused (a 30-cluster, 300-service scenario is 0.36 MB)."""
 MAX_DEPTH = 32
 """Deepest nesting of mappings/lists accepted (scenarios need 7)."""
 MAX_NODES = 500_000
@@ -38,9 +38,13 @@ class _StrictLoader(_Loader):  # type: ignore[valid-type,misc]
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)
+            if isinstance(key_node, yaml.ScalarNode):  # the common case, without constructing
+                key: Any = key_node.value
+                ident: Any = (key_node.tag, key)
+            else:
+                key = ident = self.construct_object(key_node, deep=True)
             try:
-                duplicate = key in seen
+                duplicate = ident in seen
             except TypeError:  # unhashable: the base class reports it
                 break
             if duplicate:
@@ -50,7 +54,7 @@ class _StrictLoader(_Loader):  # type: ignore[valid-type,misc]
                     f"not valid YAML: duplicate key {quote(key)} at line {mark.line + 1}, "
                     f"column {mark.column + 1}",
                 )
-            seen.add(key)
+            seen.add(ident)
         result: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return result
 
