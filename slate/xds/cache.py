@@ -442,8 +442,15 @@ class XdsCache:
     def _record_version(self, view: ViewKey, name: str, res: Resource | None) -> None:
         if res is None:
             self._forget_version(view, name)
-        elif self.metrics is not None:
+        elif self.metrics is not None and self._labelled(view, name):
             self.metrics.resource_generation.labels(str(view), name).set(res.generation)
+
+    def _labelled(self, view: ViewKey, name: str) -> bool:
+        """Whether (view, name) may be metric label values: both known to slate (a service, or a
+        destination routed from the view), never just whatever a client subscribed to."""
+        if not self.knows_view(view):
+            return False
+        return name in self._endpoints.services or name in self._index.destinations(view)
 
     def _forget_version(self, view: ViewKey, name: str) -> None:
         if self.metrics is not None:

@@ -68,7 +68,7 @@ class Limits:
     """Resource names per request and subscribed per stream [--max-names]."""
     max_request_bytes: int = 1 << 20
     """Serialised size of one request [--max-request-bytes]."""
-    slice_names: int = 500
+    slice_names: int = 100
     """Names considered per step of building a response (then the loop yields)."""
 
 
