@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from slate import logs, report
+from slate.evaluate import evaluate
 from slate.model.errors import InputError
 from slate.model.routes_check import check_routing
 from slate.model.routing import load_routing
 from slate.model.scenario_file import load_scenario
 from slate.optimizer.solve import POLICIES, SolveError, run_policy, solve
-from slate.sim.evaluate import evaluate
 
 EXIT_OK = 0
 EXIT_SOLVER = 1
@@ -55,10 +55,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         ]
     if args.format == "json":
         print(
-            json.dumps(report.comparison_json(scenario, rows, reference, optimal.bound), indent=1)
+            json.dumps(
+                report.comparison_json(
+                    scenario, rows, reference, optimal.bound, optimal.bound_certified
+                ),
+                indent=1,
+            )
         )
     else:
-        print(report.comparison_table(scenario, rows, reference, optimal.bound))
+        print(
+            report.comparison_table(scenario, rows, reference, optimal.bound, optimal.bound_caveat)
+        )
     if optimal.shortfalls:
         print(report.shortfall_warning(optimal.shortfalls), file=sys.stderr)
         return EXIT_OVER_CAPACITY
