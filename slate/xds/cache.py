@@ -39,7 +39,7 @@ from slate.xds.resources import (
     destination_weights,
     locality_plan,
 )
-from slate.xds.views import ViewKey, local_name, service_of
+from slate.xds.views import ViewKey, local_name
 
 _BODY_MEMO_LIMIT = 20_000
 _BODY_MEMO_BYTES = 64 << 20
@@ -241,7 +241,9 @@ class XdsCache:
 
     def knows(self, name: str) -> bool:
         """Whether `name`'s service exists (has an entry in the endpoints)."""
-        return service_of(name) in self._endpoints.services
+        if name.startswith("xdstp:"):
+            name = local_name(name)
+        return name.split(".", 1)[0] in self._endpoints.services
 
     def names(self, view: ViewKey) -> frozenset[str]:
         """What a wildcard subscription from `view` gets: every service with an endpoints entry,
