@@ -39,7 +39,7 @@ from slate.xds.resources import (
     destination_weights,
     locality_plan,
 )
-from slate.xds.views import ViewKey, local_name, service_of
+from slate.xds.views import ViewKey, local_name
 
 _BODY_MEMO_LIMIT = 20_000
 _BODY_MEMO_BYTES = 64 << 20
@@ -241,7 +241,9 @@ class XdsCache:
 
     def knows(self, name: str) -> bool:
         """Whether `name`'s service exists (has an entry in the endpoints)."""
-        return service_of(name) in self._endpoints.services
+        if name.startswith("xdstp:"):
+            name = local_name(name)
+        return name.split(".", 1)[0] in self._endpoints.services
 
     def names(self, view: ViewKey) -> frozenset[str]:
         """What a wildcard subscription from `view` gets: every service with an endpoints entry,
@@ -442,8 +444,15 @@ class XdsCache:
     def _record_version(self, view: ViewKey, name: str, res: Resource | None) -> None:
         if res is None:
             self._forget_version(view, name)
-        elif self.metrics is not None:
+        elif self.metrics is not None and self._labelled(view, name):
             self.metrics.resource_generation.labels(str(view), name).set(res.generation)
+
+    def _labelled(self, view: ViewKey, name: str) -> bool:
+        """Whether (view, name) may be metric label values: both known to slate (a service, or a
+        destination routed from the view), never just whatever a client subscribed to."""
+        if not self.knows_view(view):
+            return False
+        return name in self._endpoints.services or name in self._index.destinations(view)
 
     def _forget_version(self, view: ViewKey, name: str) -> None:
         if self.metrics is not None:

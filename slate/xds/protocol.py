@@ -48,6 +48,7 @@ WILDCARD = "*"
 ADS, EDS = "ads", "eds"
 SOTW, DELTA = "sotw", "delta"
 _MAX_OUTSTANDING = 64
+_SLICE_SECONDS = 0.01  # a slice of a big subscription should take about this long at most
 _NACK_MESSAGE_LIMIT = 500
 _ABSENT = ""  # delta: the client was told the resource does not exist
 _RESEND = "-"  # delta: the client dropped this one; its state must go out again
@@ -68,8 +69,9 @@ class Limits:
     """Resource names per request and subscribed per stream [--max-names]."""
     max_request_bytes: int = 1 << 20
     """Serialised size of one request [--max-request-bytes]."""
-    slice_names: int = 500
-    """Names considered per step of building a response (then the loop yields)."""
+    slice_names: int = 32
+    """Names considered in the first step of building a big response (then the loop yields);
+    later steps adapt (halving or doubling, up to 32x) so that each takes ~2-10 ms."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -155,6 +157,7 @@ class StreamState:
         """Answer the next request even with nothing (Listener, Cluster, unserved types: a client
         waits for the first response before it goes on)."""
         self._rejected_full: Mapping[str, str] | None = None
+        self._slice = limits.slice_names
         self.limits = limits
         self.callbacks = callbacks
         self.node_mapper = node_mapper
@@ -349,15 +352,24 @@ class StreamState:
             return self._empty_answer() if self._must_answer else None
         dirty = self._dirty
         started = self._dirty_since
-        if len(dirty) <= self.limits.slice_names or self.full_state:
+        size = self._slice
+        if len(dirty) <= size or self.full_state:
             names = sorted(dirty)
             dirty.clear()
             self._dirty_since = None
+            out = self._build(names)
         else:
             # One slice now; the rest on the next call, after other streams had their turn.
-            names = sorted(dirty)[: self.limits.slice_names]
+            # The slice adapts so that building one takes ~2-10 ms whatever a name costs.
+            names = sorted(itertools.islice(dirty, size))
             dirty.difference_update(names)
-        out = self._build(names)
+            t0 = time.perf_counter()
+            out = self._build(names)
+            spent = time.perf_counter() - t0
+            if spent > _SLICE_SECONDS and size > 8:
+                self._slice = size // 2
+            elif spent < _SLICE_SECONDS / 5 and size < 32 * self.limits.slice_names:
+                self._slice = size * 2
         if out is None:
             return self._empty_answer() if self._must_answer and not dirty else None
         payload, versions = out

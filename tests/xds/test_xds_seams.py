@@ -21,7 +21,9 @@ from slate.xds.callbacks import OTHER_VIEW, Callbacks
 from slate.xds.debounce import Debouncer
 from slate.xds.endpoints import Endpoint, EndpointSet
 from slate.xds.follower import FollowerCache, routes_from_status
+from slate.xds.metrics import XdsMetrics
 from slate.xds.protocol import NackRecord, Outgoing, ProtocolError, StreamState
+from slate.xds.views import ViewKey
 from slate.xds.weights import integer_weights, view_plan
 
 
@@ -309,3 +311,22 @@ def test_server_serves_a_follower_cache() -> None:
             call.cancel()
 
     run(scenario())
+
+
+def test_resource_metric_labels_only_for_known_views_and_names() -> None:
+    metrics = XdsMetrics()
+    c = XdsCache(routing(("frontend", "us-west", "cart.list", {"us-west": 1})),
+                 endpoints({"cart": {"us-west": 1}}), metrics=metrics)  # fmt: skip
+    for view, name in [
+        (WEST, "cart"),
+        (WEST, "cart.list"),
+        (WEST, "cart.made-up-by-a-client"),
+        (ViewKey("x" * 300, "us-west"), "cart"),
+    ]:
+        assert c.resource(view, name) is not None
+    text = prometheus_client.generate_latest(metrics.registry).decode()
+    series = [line for line in text.splitlines() if line.startswith("slate_xds_resource_gen")]
+    assert sorted(series) == [
+        'slate_xds_resource_generation{resource="cart",view="frontend@us-west"} 1.0',
+        'slate_xds_resource_generation{resource="cart.list",view="frontend@us-west"} 1.0',
+    ]
