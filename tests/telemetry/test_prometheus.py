@@ -24,7 +24,7 @@ from slate.sim.istio_metrics import IstioMetrics, write_openmetrics
 from slate.telemetry.memory import MemoryBackend
 from slate.telemetry.observation import Observation, TelemetryUnavailable
 from slate.telemetry.observe import Observer
-from slate.telemetry.prometheus import PrometheusBackend
+from slate.telemetry.prometheus import prometheus_source
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,10 @@ def live(prometheus_factory: Callable[..., SimulatedPrometheus]) -> SimulatedPro
 
 
 def observe(url_or_store: str | MemoryBackend, at: datetime, **policy: object) -> Observation:
-    backend = PrometheusBackend(url_or_store) if isinstance(url_or_store, str) else url_or_store
     pol = policy_for(scenario("boutique-2r"), **policy)  # type: ignore[arg-type]
-    return Observer(backend, lookback_s=LOOKBACK_S).observe(pol, at)
+    if isinstance(url_or_store, str):
+        return prometheus_source(url_or_store, lookback_s=LOOKBACK_S).observe(pol, at)
+    return Observer(url_or_store, lookback_s=LOOKBACK_S).observe(pol, at)
 
 
 def assert_same(a: Observation, b: Observation, rel: float) -> None:
