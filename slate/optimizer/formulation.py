@@ -110,6 +110,10 @@ class StationSpec:
         self._pieces = None
         return True
 
+    def refresh(self) -> None:
+        """Rebuild the pieces after a change of `max_work`."""
+        self._pieces = None
+
     def copy_tangents(self, other: StationSpec) -> None:
         """Start from the tangents (and pieces) of a station with the same model and cap."""
         self.tangents = list(other.tangents)
@@ -376,6 +380,24 @@ class Formulation:
         """Requests per second per (endpoint, cluster), indexed like `load_index`."""
         out: FArray = x[self.n_y : self.n_y + self.n_l]
         return out
+
+    def bound_certified(self) -> bool:
+        """Whether the LP's optimum is a lower bound on every routing's objective: yes unless
+        egress is priced and some key aggregates calls of different request/response sizes
+        (those are priced at averaged sizes, update_byte_sizes)."""
+        if self.scenario.objective.cost_weight_ms_per_usd_hour == 0:
+            return True
+        key, _lcol, _mult, req, resp, _total = self.sources
+        if len(key) == 0:
+            return True
+        differ = np.zeros(len(self.keys), dtype=bool)
+        for kb in (req, resp):
+            lo = np.full(len(self.keys), np.inf)
+            hi = np.full(len(self.keys), -np.inf)
+            np.minimum.at(lo, key, kb)
+            np.maximum.at(hi, key, kb)
+            differ |= hi > lo
+        return not bool(differ.any())
 
     def update_byte_sizes(self, loads: FArray | None) -> None:
         """Price each aggregated key at its calls' rate-weighted mean sizes (from `loads`, or from

@@ -47,8 +47,9 @@ from slate.xds.protocol import (
     clip,
 )
 from slate.xds.resources import CLA_TYPE_URL
+from slate.xds.security import Authorizer, Refused, peer_identities
 from slate.xds.typed import UnservedCache, derived_caches
-from slate.xds.views import NodeMapper, plain_envoy_view
+from slate.xds.views import NodeMapper, ViewKey, plain_envoy_view
 
 log = logging.getLogger("slate.xds.server")
 
@@ -100,8 +101,14 @@ class XdsServer:
         limits: Limits = DEFAULT_LIMITS,
         callbacks: Sequence[Callbacks] = (),
         caches: Mapping[str, ConfigCache] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.cache = cache
+        self.credentials = credentials
+        """TLS/mTLS (security.server_credentials); None = plaintext."""
+        self.authorizer = authorizer
+        """Which views a peer's certificate identity may read; None = any."""
         base = getattr(cache, "base_cache", cache)
         if caches is None:
             caches = derived_caches(base) if isinstance(base, XdsCache) else {}
@@ -138,7 +145,10 @@ class XdsServer:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
-            port: int = server.add_insecure_port(address)
+            if self.credentials is not None:
+                port: int = server.add_secure_port(address, self.credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -165,6 +175,11 @@ class XdsServer:
         await self._server.stop(grace)
         self._server = None
         self._closing = False
+
+    @property
+    def serving(self) -> bool:
+        """Started and not stopping (what /healthz reports)."""
+        return self._server is not None and not self._closing
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
@@ -214,6 +229,20 @@ class XdsServer:
         self._wakes.add(wake)
         kind: type[StreamState] = SotwStream if mode == SOTW else DeltaStream
         callbacks = self.callbacks
+        node_mapper = self.node_mapper
+        authorizer = self.authorizer
+        if authorizer is not None:
+            identities = peer_identities(context)
+            peer = str(context.peer())
+
+            def node_mapper(node: Any) -> ViewKey:
+                view = self.node_mapper(node)
+                try:
+                    authorizer.check(identities, peer, view)
+                except Refused as e:
+                    raise ProtocolError(grpc.StatusCode.PERMISSION_DENIED, e.message) from None
+                return view
+
         stream: Any
         if api == ADS:
             base = self._base
@@ -221,7 +250,7 @@ class XdsServer:
                 kind,
                 self.caches,
                 lambda type_url: UnservedCache(type_url, base),
-                self.node_mapper,
+                node_mapper,
                 wake=wake.set,
                 limits=self.limits,
                 callbacks=callbacks,
@@ -229,7 +258,7 @@ class XdsServer:
         else:
             stream = kind(
                 self.cache,
-                self.node_mapper,
+                node_mapper,
                 api=api,
                 wake=wake.set,
                 limits=self.limits,
@@ -256,8 +285,8 @@ class XdsServer:
                 )
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AioRpcError:
-                pass  # the peer went away
+            except (grpc.aio.AioRpcError, grpc.aio.AbortError, grpc.aio.UsageError):
+                pass  # the peer went away, or the RPC ended under us
             except Exception:
                 log.exception(
                     "%s", kv("stream_failed", node=clip(stream.node_id), view=clip(stream.view))

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import prometheus_client
 import pytest
-from test_xds_server import ADS_SOTW, EDS_SOTW, Stream, new_cache, run, serving
+from test_xds_server import ADS_SOTW, EDS_SOTW, Stream, new_cache, run, serving, settled
 from xds_testlib import WEST, cla_weights, endpoints, node, parse_sotw, routing, sotw
 
 from slate.model.errors import InputError
@@ -87,6 +87,7 @@ def test_callbacks_see_every_step_and_a_failing_one_harms_nothing() -> None:
             await call.write(sotw(["cart"], with_node=node()))
             await call.read()
             await call.write(sotw(["cart"], nonce="1"))
+            await settled(server)  # else the ACK may arrive after the next push: stale, ignored
             assert isinstance(server.cache, XdsCache)
             server.cache.set_routing(routing(("frontend", "us-west", "cart", {"us-east": 1})))
             await call.read()
