@@ -12,7 +12,8 @@ once multiplied by the key's total (the total is itself a variable for keys belo
 that are neither.
 
 A key that carries no traffic satisfies every weight bound in the LP; solve() still prints it
-weights inside its bounds (nearest clusters first), so a printed routing never breaks them.
+weights inside its bounds (nearest clusters first). Printed weights are whole millionths (and
+the rounding repair may move a few more): a weight bound holds to within a few 1e-6.
 """
 
 from __future__ import annotations

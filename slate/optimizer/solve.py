@@ -13,6 +13,9 @@ formulation.py).
 Demand that cannot fit under max_utilization is not an error: the result carries the shortfalls
 (which services, by how much) and the least overloaded routing (capacity.py).
 
+The routing's weights are whole millionths (what `slate solve` prints, 6 decimals), evaluated as
+printed; rounding that would lift a station above its cap is repaired (_repair_rounding).
+
 The caller may bound each station's work (`work_bounds`, ms of work per second: the trusted range
 of a fitted curve) and add rows on route weights or call rates (`constraints`, bounds.py: the
 rollout limit, a minimum local share). Bounds that admit no routing raise InfeasibleError (a
@@ -189,7 +192,7 @@ def solve(
     assert best_x is not None and lp is not None
     routing = _routing(f, best_x, constraints)
     ev = evaluate(scenario, routing, latency)
-    routing, ev = _repair_rounding(f, routing, ev, set(caps), constraints, latency)
+    routing, ev = _repair_rounding(f, routing, ev, set(caps), latency)
     stats = SolveStats(
         variables=lp.n_vars,
         constraints=lp.n_rows,
@@ -267,7 +270,6 @@ def _repair_rounding(
     routing: Routing,
     ev: Evaluation,
     short: set[str],
-    constraints: tuple[Constraint, ...],
     latency: LatencyModel,
 ) -> tuple[Routing, Evaluation]:
     """Round then repair: rounding weights to millionths moves a station's work by about 1e-6
