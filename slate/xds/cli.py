@@ -11,20 +11,18 @@ a bad file later is logged and the previous state keeps being served. Prints one
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slate.logs import LEVELS, configure, kv
 from slate.model.errors import InputError
-from slate.model.routing import Routing, load_routing
-from slate.xds.cache import XdsCache
-from slate.xds.endpoints import EndpointSet, StaticEndpointSource
-from slate.xds.filewatch import file_signature, watch_file
-from slate.xds.metrics import XdsMetrics
-from slate.xds.resources import ClaOptions
-from slate.xds.server import XdsServer, tune_gc
+
+if TYPE_CHECKING:  # grpc and protobuf load only when serving (`slate --help` stays fast)
+    from slate.model.routing import Routing
+    from slate.xds.cache import XdsCache
+    from slate.xds.endpoints import EndpointSet, StaticEndpointSource
+    from slate.xds.metrics import XdsMetrics
 
 log = logging.getLogger("slate.xds")
 
@@ -72,6 +70,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from slate.model.routing import load_routing
+    from slate.xds.cache import XdsCache
+    from slate.xds.endpoints import StaticEndpointSource
+    from slate.xds.filewatch import file_signature
+    from slate.xds.metrics import XdsMetrics
+    from slate.xds.resources import ClaOptions
+
     if args.log_level:
         configure(args.log_level)
     if args.weight_total < 1:
@@ -102,6 +109,13 @@ async def _run(
     metrics: XdsMetrics,
     routes_signature: tuple[int, int, int] | None,
 ) -> int:
+    import asyncio
+    import signal
+
+    from slate.model.routing import load_routing
+    from slate.xds.filewatch import watch_file
+    from slate.xds.server import XdsServer, tune_gc
+
     server = XdsServer(cache, metrics=metrics)
     try:
         port = await server.start(f"{args.host}:{args.port}")
