@@ -1,0 +1,9 @@
+"""Root test configuration: the shared fixtures, defined (and type-checked) in shared_fixtures.py.
+
+mypy skips this file (pyproject.toml): two modules named `conftest` (here and tests/xds/) cannot be
+checked in one run. Add shared fixtures to shared_fixtures.py and import them here.
+"""
+
+from shared_fixtures import cli, public_scenarios, tiny_doc, tiny_scenario
+
+__all__ = ["cli", "public_scenarios", "tiny_doc", "tiny_scenario"]
