@@ -3,27 +3,39 @@
 Exit codes: 0 ok; 1 the solver failed (a bug or numerical trouble, with its message);
 2 bad input (one line naming the file and field, no traceback); 3 routes were printed but the
 demand does not fit under max_utilization (the least overloaded routing, with a warning).
+
+Start-up stays fast: building the parser imports no scipy, pydantic, grpc, kopf or kubernetes.
+Each command imports what it uses inside its function; each package's subcommands come from its
+own `register(sub)` (listed in SUBCOMMANDS), whose module must import heavy things lazily too
+(tests/test_startup.py checks `slate --help` and `slate solve --help`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import Literal
 
-from slate import logs, report
-from slate.evaluate import evaluate
+from slate import logs
 from slate.model.errors import InputError
-from slate.model.routes_check import check_routing
-from slate.model.routing import load_routing
-from slate.model.scenario_file import load_scenario
-from slate.optimizer.solve import POLICIES, SolveError, run_policy, solve
 
 EXIT_OK = 0
 EXIT_SOLVER = 1
 EXIT_INPUT = 2
 EXIT_OVER_CAPACITY = 3
+
+POLICIES: tuple[Literal["optimal", "local", "global", "waterfall"], ...] = (
+    "optimal",
+    "local",
+    "global",
+    "waterfall",
+)
+"""`slate solve --policy` choices: slate.optimizer.solve.POLICIES, without importing scipy."""
+
+SUBCOMMANDS = ("slate.xds.cli",)
+"""Modules whose `register(sub)` adds their subcommands (each imports heavy modules lazily)."""
 
 STRICT_HELP = "refuse keys the file format does not define (default: warn and ignore them)"
 
@@ -33,6 +45,10 @@ def _warn(e: InputError) -> None:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
+    from slate import report
+    from slate.model.scenario_file import load_scenario
+    from slate.optimizer.solve import run_policy
+
     scenario = load_scenario(args.scenario, strict=args.strict, warn=_warn)
     result = run_policy(scenario, args.policy)
     if args.format == "json":
@@ -48,6 +64,15 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from slate import report
+    from slate.evaluate import evaluate
+    from slate.model.routes_check import check_routing
+    from slate.model.routing import load_routing
+    from slate.model.scenario_file import load_scenario
+    from slate.optimizer.solve import run_policy, solve
+
     scenario = load_scenario(args.scenario, strict=args.strict, warn=_warn)
     optimal = solve(scenario)
     reference = report.Row("optimal", optimal.evaluation)
@@ -103,9 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_cmd_simulate)
 
-    from slate.xds import cli as xds_cli
-
-    xds_cli.register(sub)
+    for name in SUBCOMMANDS:
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -118,13 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as e:
         print(f"slate: {e}", file=sys.stderr)
         return EXIT_INPUT
-    except SolveError as e:
-        print(f"slate: solver failed: {e}", file=sys.stderr)
-        return EXIT_SOLVER
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as e:
+        solver_error = sys.modules.get("slate.optimizer.solve")
+        if solver_error is not None and isinstance(e, solver_error.SolveError):
+            print(f"slate: solver failed: {e}", file=sys.stderr)
+            return EXIT_SOLVER
+        raise
     return code
 
 

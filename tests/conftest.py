@@ -1,5 +1,11 @@
-"""Fixtures shared by every test directory (defined, and type-checked, where they live)."""
+"""Root test configuration: the shared fixtures, defined (and type-checked) where they live
+(shared_fixtures.py, prometheus_harness.py).
+
+mypy skips this file (pyproject.toml): two modules named `conftest` (here and tests/xds/) cannot be
+checked in one run. Add shared fixtures to shared_fixtures.py and import them here.
+"""
 
 from prometheus_harness import prometheus_factory
+from shared_fixtures import cli, public_scenarios, tiny_doc, tiny_scenario
 
-__all__ = ["prometheus_factory"]
+__all__ = ["cli", "prometheus_factory", "public_scenarios", "tiny_doc", "tiny_scenario"]

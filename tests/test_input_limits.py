@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from shared_fixtures import Cli
 from tiny_scenario import tiny
 
 from slate.cli import EXIT_INPUT, EXIT_OK, main
@@ -47,6 +48,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 
 def good() -> dict[str, Any]:
+    """The tiny scenario document (as the `tiny_doc` fixture), for tests that need several."""
     return tiny({"max_utilization": 0.8})
 
 
@@ -208,8 +210,8 @@ def test_route_file_predicted_must_be_numbers(tmp_path: Path) -> None:
     assert info.value.path == "predicted.max_utilization"
 
 
-def test_a_service_called_ingress_is_refused() -> None:
-    data = good()
+def test_a_service_called_ingress_is_refused(tiny_doc: dict[str, Any]) -> None:
+    data = tiny_doc
     data["services"]["ingress"] = data["services"].pop("db")
     data["services"]["front"]["endpoints"]["home"]["calls"][0]["to"] = "ingress.get"
     with pytest.raises(InputError, match="reserved for the ingress gateways") as info:
@@ -266,13 +268,11 @@ def test_unknown_keys_warn_with_the_nearest_known_key_and_strict_refuses(
 
 
 def test_extra_keys_without_a_near_name_still_only_warn(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    cli: Cli, tmp_path: Path, tiny_doc: dict[str, Any]
 ) -> None:
-    data = good()
-    data["generator"] = {"seed": 3}
-    f = write(tmp_path, yaml.safe_dump(data))
-    assert main(["simulate", str(f)]) == EXIT_OK
-    err = capsys.readouterr().err
+    tiny_doc["generator"] = {"seed": 3}
+    code, _, err = cli("simulate", str(write(tmp_path, yaml.safe_dump(tiny_doc))))
+    assert code == EXIT_OK
     assert "generator: unknown key (known: name, clusters," in err
 
 

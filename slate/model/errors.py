@@ -22,7 +22,6 @@ API (parsers of any input use these, so a bad field reads the same everywhere):
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -148,6 +147,8 @@ def from_validation_error(err: ValidationError, data: Any) -> InputError:
 
 def nearest(key: str, known: Sequence[str]) -> str | None:
     """The known key a user most likely meant by `key` (difflib, or a prefix), or None."""
+    import difflib  # only when a key is unknown
+
     near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if near:
         return near[0]

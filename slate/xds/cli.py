@@ -11,23 +11,22 @@ a bad file later is logged and the previous state keeps being served. Prints one
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slate.logs import LEVELS, configure, kv
 from slate.model.errors import InputError
 from slate.model.routing import Routing, load_routing
-from slate.xds.cache import XdsCache
+from slate.xds import defaults
 from slate.xds.endpoints import EndpointSet, StaticEndpointSource
 from slate.xds.filewatch import describe_failure, file_signature, load_safely, watch_file
-from slate.xds.metrics import XdsMetrics
-from slate.xds.protocol import DEFAULT_LIMITS, Limits
-from slate.xds.resources import ClaOptions
-from slate.xds.server import XdsServer, tune_gc
+
+if TYPE_CHECKING:  # grpc, protobuf and prometheus_client load only when serving (fast --help)
+    from slate.xds.cache import XdsCache
+    from slate.xds.metrics import XdsMetrics
 
 log = logging.getLogger("slate.xds")
 
@@ -88,15 +87,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument(
         "--max-names",
         type=int,
-        default=DEFAULT_LIMITS.max_names,
+        default=defaults.MAX_NAMES,
         help="resource names one request may name and one stream may subscribe to "
-        f"(default {DEFAULT_LIMITS.max_names}); more ends the stream with RESOURCE_EXHAUSTED",
+        f"(default {defaults.MAX_NAMES}); more ends the stream with RESOURCE_EXHAUSTED",
     )
     s.add_argument(
         "--max-request-bytes",
         type=int,
-        default=DEFAULT_LIMITS.max_request_bytes,
-        help=f"largest request accepted (default {DEFAULT_LIMITS.max_request_bytes})",
+        default=defaults.MAX_REQUEST_BYTES,
+        help=f"largest request accepted (default {defaults.MAX_REQUEST_BYTES})",
     )
     s.add_argument(
         "--log-level",
@@ -108,6 +107,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from slate.model.routing import load_routing
+    from slate.xds.cache import XdsCache
+    from slate.xds.endpoints import StaticEndpointSource
+    from slate.xds.filewatch import file_signature
+    from slate.xds.metrics import XdsMetrics
+    from slate.xds.resources import ClaOptions
+
     if args.log_level:
         configure(args.log_level)
     if args.weight_total < 1:
@@ -146,6 +154,9 @@ async def _run(
     routes_signature: tuple[int, int, int] | None,
     security: tuple[Any, Any],
 ) -> int:
+    from slate.xds.protocol import Limits
+    from slate.xds.server import XdsServer, tune_gc
+
     limits = Limits(max_names=args.max_names, max_request_bytes=args.max_request_bytes)
     credentials, authorizer = security
     server = XdsServer(

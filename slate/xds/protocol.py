@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import grpc
 
 from slate.logs import kv
+from slate.xds import defaults
 from slate.xds.cache import ConfigCache, Resource
 from slate.xds.callbacks import Callbacks
 from slate.xds.config import FULL_STATE_TYPES
@@ -65,9 +66,9 @@ class Limits:
     the event loop back, so no single request stalls the rest for long.
     """
 
-    max_names: int = 10_000
+    max_names: int = defaults.MAX_NAMES
     """Resource names per request and subscribed per stream [--max-names]."""
-    max_request_bytes: int = 1 << 20
+    max_request_bytes: int = defaults.MAX_REQUEST_BYTES
     """Serialised size of one request [--max-request-bytes]."""
     slice_names: int = 32
     """Names considered in the first step of building a big response (then the loop yields);
