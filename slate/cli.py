@@ -25,9 +25,15 @@ EXIT_SOLVER = 1
 EXIT_INPUT = 2
 EXIT_OVER_CAPACITY = 3
 
+STRICT_HELP = "refuse keys the file format does not define (default: warn and ignore them)"
+
+
+def _warn(e: InputError) -> None:
+    print(f"slate: warning: {e}", file=sys.stderr)
+
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, strict=args.strict, warn=_warn)
     result = run_policy(scenario, args.policy)
     if args.format == "json":
         print(result.routing.dumps())
@@ -42,11 +48,11 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, strict=args.strict, warn=_warn)
     optimal = solve(scenario)
     reference = report.Row("optimal", optimal.evaluation)
     if args.routes:
-        routing = load_routing(args.routes)
+        routing = load_routing(args.routes, strict=args.strict, warn=_warn)
         check_routing(routing, scenario, source=args.routes)
         rows = [report.Row("routes", evaluate(scenario, routing)), reference]
     else:
@@ -87,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML (see scenario-format.md)")
     p.add_argument("--policy", choices=POLICIES, default="optimal")
     p.add_argument("--format", choices=("json", "table"), default="json")
+    p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_cmd_solve)
 
     p = sub.add_parser("simulate", help="compare every policy (or given routes) on a scenario")
     p.add_argument("scenario", help="scenario YAML (see scenario-format.md)")
     p.add_argument("--routes", help="a route file (slate solve output) to evaluate")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_cmd_simulate)
 
     from slate.xds import cli as xds_cli

@@ -168,7 +168,7 @@ class SimulatedPrometheus:
         with self.collector.lock:
             self.gen.set_routing(routing)
 
-    def wait_for_live_scrapes(self, n: int = 2, timeout_s: float = 30.0) -> float:
+    def wait_for_live_scrapes(self, n: int = 2, timeout_s: float = 60.0) -> float:
         """Wait until Prometheus holds `n` live scrapes after the backfilled history; returns the
         newest sample's timestamp."""
         deadline = time.monotonic() + timeout_s

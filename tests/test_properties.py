@@ -192,7 +192,10 @@ def test_demand_beyond_capacity_is_reported_as_shortfalls_not_raised(spec: Synth
     for st_ in result.evaluation.stations:
         short = expected.get(st_.service)
         limit = max(cap, short.min_utilization) if short else cap
-        assert st_.utilization <= limit * (1 + 1e-6) + 1e-9, st_
+        # A short service is left out of the rounding repair (it is over the cap anyway): printed
+        # weights in millionths move its stations by ~1e-6 of its work per hop above it.
+        slack = 1e-5 if short else 1e-6
+        assert st_.utilization <= limit * (1 + slack) + 1e-9, st_
     stuck = any(s.min_utilization >= 1.0 for s in expected.values())
     assert math.isfinite(result.evaluation.objective) == (not stuck)
     if not stuck:

@@ -39,7 +39,7 @@ from slate.model.routing import Prediction, Route, Routing
 from slate.model.scenario import Scenario
 from slate.optimizer import baselines
 from slate.optimizer.bounds import Constraint, feasible_shares, weight_bounds_by_key
-from slate.optimizer.capacity import Shortfall, endpoint_totals, shortfalls
+from slate.optimizer.capacity import Shortfall, shortfalls
 from slate.optimizer.errors import InfeasibleError, SolveError
 from slate.optimizer.formulation import Formulation, Program, build
 
@@ -260,7 +260,6 @@ WEIGHT_UNITS = 10**6
 summing to exactly 1, so what a reader parses is what was evaluated."""
 
 REPAIRS = 3
-ROUNDING_MARGIN = 4e-6
 
 
 def _repair_rounding(
@@ -271,59 +270,68 @@ def _repair_rounding(
     constraints: tuple[Constraint, ...],
     latency: LatencyModel,
 ) -> tuple[Routing, Evaluation]:
-    """Round then repair: rounding weights to millionths moves a station's work by about 1e-6 of
-    its service's total work per hop above it, enough to lift a station whose cap binds above
-    max_utilization (or its caller's work bound). When that happens, every station's cap is
-    lowered by ROUNDING_MARGIN x its service's total work (x the attempt; at most its share of
-    half the service's slack) and the last LP is solved again: the bound stays the first LP's (a
-    lowered one is not a bound). Services that cannot fit are left alone: they are above
-    max_utilization anyway, held at their least utilization with a 1e-7 margin that a lower cap
-    would cross. A service that fits with less slack than the rounding moves (all its stations
-    at the cap, to ~1e-6) can stay above it by that much: logged."""
-    totals = endpoint_totals(f.scenario)
-    service_work = {
-        svc.name: sum(totals.get(e.id, 0.0) * e.service_ms for e in svc.endpoints)
-        for svc in f.scenario.app.services
-    }
-    index = {(spec.service, spec.cluster): i for i, spec in enumerate(f.stations)}
-    repairable = [spec.priced and spec.service not in short for spec in f.stations]
-    caps = [spec.max_work for spec in f.stations]
-    # Lowering caps must leave the service room for its work: at most half its slack, shared.
-    slack: dict[str, float] = {name: -work for name, work in service_work.items()}
-    count: dict[str, int] = defaultdict(int)
-    for spec in f.stations:
-        slack[spec.service] += spec.max_work
-        count[spec.service] += 1
+    """Round then repair: rounding weights to millionths moves a station's work by about 1e-6
+    of its service's work per hop above it, enough to lift a station whose cap binds above
+    max_utilization (or its caller's work bound). Each such station sheds the excess: on the keys
+    into it, whole millionths of weight move from it to the cluster with the most room below its
+    cap, fewest first; then the routing is evaluated again (the moves shift the calls below by as
+    little), up to REPAIRS times. No LP is solved again, and the bound is untouched. Services
+    that cannot fit are left alone (they are above max_utilization anyway); a service filled to
+    its cap everywhere has no room to shed into, and stays up to ~1e-6 over: logged."""
+    caps = {(spec.service, spec.cluster): spec.max_work for spec in f.stations}
+    repairable = {(spec.service, spec.cluster) for spec in f.stations if spec.service not in short}
+    app = f.scenario.app
     for attempt in range(REPAIRS + 1):
-        over = [
-            st
-            for st in ev.stations
-            if repairable[index[(st.service, st.cluster)]]
-            and st.work_ms_per_s > caps[index[(st.service, st.cluster)]] * (1 + 1e-12)
-        ]
+        work = {(st.service, st.cluster): st.work_ms_per_s for st in ev.stations}
+        over = {
+            key: work[key] - caps[key] for key in repairable if work[key] > caps[key] * (1 + 1e-12)
+        }
         if not over:
             break
         if attempt == REPAIRS:
             log.warning("rounded weights lift stations=%d above their cap", len(over))
             break
-        for s, spec in enumerate(f.stations):
-            if repairable[s]:
-                margin = min(
-                    (attempt + 1) * ROUNDING_MARGIN * service_work[spec.service],
-                    0.5 * max(slack[spec.service], 0.0) / count[spec.service],
+        rate: dict[tuple[str, str, str], float] = defaultdict(float)
+        for (src, src_c, dst, _dst_c), rps in ev.call_rps.items():
+            rate[(src, src_c, dst)] += rps
+        weights = {r.key: dict(r.weights) for r in routing.routes}
+        room = {key: caps[key] - w for key, w in work.items()}
+        for (service, cluster), excess in sorted(over.items()):
+            left = excess * (1 + 1e-9) + 1e-12 * caps[(service, cluster)]
+            for key, w in weights.items():
+                if left <= 0:
+                    break
+                if cluster not in w or app.service_of(key.to).name != service:
+                    continue
+                per_unit = rate[key] * app.endpoint(key.to).service_ms / WEIGHT_UNITS
+                if per_unit <= 0:
+                    continue
+                to = max(
+                    (c for c in app.service(service).clusters if c != cluster),
+                    key=lambda c: room[(service, c)],
+                    default=None,
                 )
-                spec.max_work = max(caps[s] - margin, 0.0)
-                spec.refresh()
-        try:
-            x, _ = _solve_lp(f.program(), attempt + 1)
-        except SolveError as e:
-            log.warning("rounding repair failed stations=%d error=%s", len(over), e)
-            break
-        routing = _routing(f, x, constraints)
+                if to is None or room[(service, to)] <= 0:
+                    continue
+                units = min(
+                    math.ceil(left / per_unit),
+                    round(w[cluster] * WEIGHT_UNITS),
+                    math.floor(room[(service, to)] / per_unit),
+                )
+                if units <= 0:
+                    continue
+                w[cluster] = (round(w[cluster] * WEIGHT_UNITS) - units) / WEIGHT_UNITS
+                w[to] = (round(w.get(to, 0.0) * WEIGHT_UNITS) + units) / WEIGHT_UNITS
+                if w[cluster] == 0:
+                    del w[cluster]
+                left -= units * per_unit
+                room[(service, to)] -= units * per_unit
+        routing = Routing(
+            tuple(
+                Route(r.from_service, r.from_cluster, r.to, weights[r.key]) for r in routing.routes
+            )
+        )
         ev = evaluate(f.scenario, routing, latency)
-    for s, spec in enumerate(f.stations):
-        spec.max_work = caps[s]
-        spec.refresh()
     return routing, ev
 
 

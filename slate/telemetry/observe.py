@@ -318,7 +318,7 @@ def _build(
         cnt = dur_count.get(key, nan)
         dsum = dur_sum.get(key, nan)
         osum = out_sum.get(key)
-        calls_out = any(np.nansum(s) > 0 for s in outbound.get(key, {}).values())
+        calls_out = any(bool((s > 0).any()) for s in outbound.get(key, {}).values())
         if osum is None:
             if calls_out:
                 ctx.problem(f"{svc}@{_short(c)} makes calls but its outbound durations are missing")

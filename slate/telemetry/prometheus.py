@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from slate.telemetry.observation import TelemetryUnavailable
+from slate.telemetry.observe import Observer
 from slate.telemetry.queries import Query, QueryFailed, SeriesResult, from_prometheus_json
 
 _STATUS = re.compile(r"HTTP Status Code (\d{3})")
@@ -89,3 +90,12 @@ class PrometheusBackend:
             f"{step:g}",
             params=params,
         )
+
+
+def prometheus_source(
+    url: str, *, lookback_s: float = 1800.0, step_s: float = 30.0, timeout_s: float = 10.0
+) -> Observer:
+    """A TelemetrySource reading a real Prometheus: `prometheus_source(url).observe(policy)`."""
+    return Observer(
+        PrometheusBackend(url, timeout_s=timeout_s), lookback_s=lookback_s, step_s=step_s
+    )

@@ -7,6 +7,7 @@ within 0.03, measured RTT within 1 ms, bytes per call within 1%, own latency wit
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -287,3 +288,16 @@ def test_problems_are_bounded_and_label_values_truncated(boutique: Sim) -> None:
     assert len(obs.problems) == 101
     assert obs.problems[-1].startswith("... and ")
     assert max(len(p) for p in obs.problems) < 300
+
+
+def test_json_has_the_observe_contract_fields(boutique_obs: Observation) -> None:
+    doc = json.loads(json.dumps(boutique_obs.to_json()))
+    assert doc["at"].endswith("Z") and doc["window_s"] == 120.0
+    assert {"to", "cluster", "rps"} <= set(doc["ingress"][0])
+    st = doc["stations"][0]
+    assert {"service", "cluster", "rps", "mean_latency_ms", "samples"} <= set(st)
+    assert st["samples"] == 61
+    assert set(doc["routes"][0]) == {"from_service", "from_cluster", "to", "weights"}
+    assert {r["source"] for r in doc["rtt_ms"]} == {"measured"}
+    assert set(doc["bytes_kb"][0]) == {"from_service", "to", "request_kb", "response_kb"}
+    assert doc["problems"] == []

@@ -24,7 +24,7 @@ from slate.sim.istio_metrics import IstioMetrics, write_openmetrics
 from slate.telemetry.memory import MemoryBackend
 from slate.telemetry.observation import Observation, TelemetryUnavailable
 from slate.telemetry.observe import Observer
-from slate.telemetry.prometheus import PrometheusBackend
+from slate.telemetry.prometheus import prometheus_source
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,10 @@ def live(prometheus_factory: Callable[..., SimulatedPrometheus]) -> SimulatedPro
 
 
 def observe(url_or_store: str | MemoryBackend, at: datetime, **policy: object) -> Observation:
-    backend = PrometheusBackend(url_or_store) if isinstance(url_or_store, str) else url_or_store
     pol = policy_for(scenario("boutique-2r"), **policy)  # type: ignore[arg-type]
-    return Observer(backend, lookback_s=LOOKBACK_S).observe(pol, at)
+    if isinstance(url_or_store, str):
+        return prometheus_source(url_or_store, lookback_s=LOOKBACK_S).observe(pol, at)
+    return Observer(url_or_store, lookback_s=LOOKBACK_S).observe(pol, at)
 
 
 def assert_same(a: Observation, b: Observation, rel: float) -> None:
@@ -102,10 +103,12 @@ def test_prometheus_at_the_newest_sample_matches_memory_and_truth(
     live: SimulatedPrometheus,
 ) -> None:
     newest = live.wait_for_live_scrapes(2)
-    at = datetime.fromtimestamp(newest, UTC)
+    # half a second after the newest scrape: the store stamped it at collection time, a few ms
+    # after Prometheus's scrape time, so both hold it
+    at = datetime.fromtimestamp(newest + 0.5, UTC)
     real = observe(live.url, at)
     assert real.problems == ()
-    assert real.staleness_s == pytest.approx(0.0, abs=0.01)
+    assert real.staleness_s == pytest.approx(0.5, abs=0.01)
     assert_same(observe(live.store, at), real, rel=0.01)
     sc = live.gen.scenario
     for d in sc.ingress:
