@@ -134,11 +134,14 @@ class Prober:
         self.address = address
         self.worst = 0.0
         self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
 
     async def run(self) -> None:
         async with grpc.aio.insecure_channel(self.address) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
-            await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            # A server still digesting the previous case may take a while to answer at all.
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=180)
+            self.ready.set()
             while not self._stop.is_set():
                 t = time.perf_counter()
                 with contextlib.suppress(grpc.aio.AioRpcError):
@@ -219,10 +222,11 @@ async def case_unknown(
     make = known_names if known else unknown_names
     names = [make(n_names, str(i)) for i in range(copies)]
     requests = [hostile_request(mode, ns) for ns in names]
-    before = server.rss_mb()
     prober = Prober(server.address)
     probe = asyncio.create_task(prober.run())
+    await prober.ready.wait()
     await asyncio.sleep(0.2)
+    before = server.rss_mb()
     opts = [("grpc.max_receive_message_length", 256 << 20)]
     with peak_rss(server) as peak:
         async with grpc.aio.insecure_channel(server.address, options=opts) as ch:

@@ -159,6 +159,8 @@ class StreamState:
         waits for the first response before it goes on)."""
         self._rejected_full: Mapping[str, str] | None = None
         self._slice = limits.slice_names
+        self._unwatched: set[str] = set()
+        """Known explicit names not watched yet: watched as their slice is built."""
         self.limits = limits
         self.callbacks = callbacks
         self.node_mapper = node_mapper
@@ -312,11 +314,19 @@ class StreamState:
         if removed:
             gone = removed & self.unknown
             self.unknown -= gone
-            cache.unwatch(self, view, removed - gone)
+            pending = removed & self._unwatched
+            self._unwatched -= pending
+            cache.unwatch(self, view, removed - gone - pending)
         if added:
             unknown = {n for n in added if not cache.knows(n)}
             self.unknown |= unknown
-            cache.watch(self, view, added - unknown if unknown else added)
+            known = added - unknown if unknown else added
+            if len(known) > self.limits.slice_names:
+                # Many names: each is watched when its slice is built (watching costs an
+                # allocation per name; done all at once it would stall the other streams).
+                self._unwatched |= known
+            else:
+                cache.watch(self, view, known)
             self._dirty |= added
         if bool(self.unknown) != had_unknown:
             if self.unknown:
@@ -358,6 +368,8 @@ class StreamState:
             names = sorted(dirty)
             dirty.clear()
             self._dirty_since = None
+            if self._unwatched:
+                self._watch_now(names)
             out = self._build(names)
         else:
             # One slice now; the rest on the next call, after other streams had their turn.
@@ -365,6 +377,8 @@ class StreamState:
             names = sorted(itertools.islice(dirty, size))
             dirty.difference_update(names)
             t0 = time.perf_counter()
+            if self._unwatched:
+                self._watch_now(names)
             out = self._build(names)
             spent = time.perf_counter() - t0
             if spent > _SLICE_SECONDS and size > 8:
@@ -377,6 +391,13 @@ class StreamState:
         if self.full_state:
             self.sent.clear()  # a full-state response replaces what the client has
         return self._record(payload, versions, started)
+
+    def _watch_now(self, names: Sequence[str]) -> None:
+        now = self._unwatched.intersection(names)
+        if now:
+            self._unwatched -= now
+            assert self.view is not None
+            self.cache.watch(self, self.view, now)
 
     def _record(
         self, payload: bytes, versions: Mapping[str, str], started: float | None
@@ -413,7 +434,8 @@ class StreamState:
             self._closed = True
             return
         self._closed = True
-        self.cache.unwatch(self, self.view, self.explicit - self.unknown)
+        self.cache.unwatch(self, self.view, self.explicit - self.unknown - self._unwatched)
+        self._unwatched.clear()
         if self.unknown:
             self.cache.unwatch_services(self, self.view)
         if self.wildcard:

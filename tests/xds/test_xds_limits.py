@@ -16,7 +16,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_xds_server import ADS_DELTA, ADS_SOTW, Stream, new_cache, run, serving
-from xds_testlib import delta, node, parse_delta, parse_sotw, sotw
+from xds_testlib import delta, node, parse_delta, parse_sotw, routing, sotw
 
 from slate.xds.cache import XdsCache
 from slate.xds.protocol import ADS, DeltaStream, Limits, ProtocolError, SotwStream
@@ -76,6 +76,22 @@ def test_a_big_subscription_is_answered_in_slices() -> None:
             sizes.append(len(parse_sotw(out.payload)[1]))
     assert sum(sizes) == 450 and len(sizes) > 1
     assert sizes[0] == 100 and max(sizes) <= 100 * 32  # first slice as configured, then adapted
+    # Each name was watched as its slice was built: a change reaches all of them.
+    c.set_routing(routing(("frontend", "us-west", "cart", {"us-east": 1})))
+    again = 0
+    while s.has_pending:
+        out = s.next_response()
+        if out is not None:
+            again += len(parse_sotw(out.payload)[1])
+    assert again == 450
+    # Unsubscribing before the slices were built leaves no watcher behind.
+    t = SotwStream(c, plain_envoy_view, api=ADS, limits=Limits(slice_names=100))
+    t.on_request(sotw(names, with_node=node()))
+    t.next_response()
+    t.on_request(sotw(names[:10], nonce="1"))
+    t.close()
+    s.close()
+    assert not c._watchers
 
 
 def test_oversized_request_is_refused_and_others_carry_on() -> None:
