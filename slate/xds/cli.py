@@ -11,6 +11,7 @@ a bad file later is logged and the previous state keeps being served. Prints one
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
