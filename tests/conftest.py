@@ -9,3 +9,10 @@ from prometheus_harness import prometheus_factory
 from shared_fixtures import cli, public_scenarios, tiny_doc, tiny_scenario
 
 __all__ = ["cli", "prometheus_factory", "public_scenarios", "tiny_doc", "tiny_scenario"]
+
+from hypothesis import settings
+
+# Tests check behaviour, not speed: no per-example deadline (on a loaded 2-core machine a 200 ms
+# deadline fails examples at random). Each test still sets its own example count.
+settings.register_profile("slate", deadline=None)
+settings.load_profile("slate")
