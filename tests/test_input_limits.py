@@ -294,3 +294,14 @@ def test_exponent_floats_read_as_numbers_as_in_yaml_1_2(tmp_path: Path) -> None:
     text = yaml.safe_dump(good()).replace("service_ms: 1\n", "service_ms: 1e-3\n")
     scenario = load_scenario(write(tmp_path, text))
     assert scenario.app.endpoint("db.get").service_ms == 0.001
+
+
+def test_many_unknown_keys_do_not_flood_stderr(
+    cli: Cli, tmp_path: Path, tiny_doc: dict[str, Any]
+) -> None:
+    for i in range(5000):
+        tiny_doc[f"stray{i}"] = i
+    code, out, err = cli("solve", str(write(tmp_path, yaml.safe_dump(tiny_doc))))
+    assert code == EXIT_OK and out
+    lines = err.splitlines()
+    assert len(lines) == 11 and lines[-1].endswith(": 4990 more unknown keys not listed")

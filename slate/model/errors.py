@@ -14,7 +14,8 @@ API (parsers of any input use these, so a bad field reads the same everywhere):
 - Hand-written parsers: `require(obj, key, path, kind)` for a required key of a given type,
   `finite_number(value, path)` / `bounded_number(value, path, Bounds)` for number fields.
 - Unknown keys (warnings by default): `unknown_key(path, key, known)` names the nearest known key,
-  `strict_error(problems)` is the one error `--strict` raises for them.
+  `strict_error(problems)` is the one error `--strict` raises for them, and
+  `report_unknown(problems, strict, warn)` applies the policy (error, or at most 10 warnings).
 - `quote(value)`: a value as messages show it (repr, one line, truncated): input is never echoed
   unbounded. `str(InputError)` is always one line of bounded length.
 - Reading files (size, encoding, YAML/JSON syntax) lives in `slate.model.files`.
@@ -23,7 +24,7 @@ API (parsers of any input use these, so a bad field reads the same everywhere):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,27 @@ def strict_error(extra: Sequence[InputError]) -> InputError:
     """The error `--strict` raises for the unknown keys `extra` (not empty)."""
     more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
     return InputError(extra[0].path, f"{extra[0].reason}{more}; --strict refuses unknown keys")
+
+
+MAX_WARNINGS = 10
+"""Unknown keys reported one by one; the rest are counted in one more warning."""
+
+
+def report_unknown(
+    extra: Sequence[InputError], strict: bool, warn: Callable[[InputError], None] | None
+) -> None:
+    """Unknown keys: raise `strict_error` with `strict`, else pass at most MAX_WARNINGS to `warn`
+    (plus one counting the rest), so a file of many stray keys cannot flood stderr."""
+    if not extra:
+        return
+    if strict:
+        raise strict_error(extra)
+    if warn is None:
+        return
+    for problem in extra[:MAX_WARNINGS]:
+        warn(problem)
+    if len(extra) > MAX_WARNINGS:
+        warn(InputError("", f"{len(extra) - MAX_WARNINGS} more unknown keys not listed"))
 
 
 def missing_hint(key: str, parent: Any) -> str:

@@ -28,8 +28,8 @@ from slate.model.errors import (
     bounded_number,
     finite_number,
     quote,
+    report_unknown,
     require,
-    strict_error,
     unknown_key,
 )
 from slate.model.files import load_document
@@ -185,11 +185,7 @@ def routing_from_json(
         predicted = Prediction(*vals)
     elif pred is not None:
         raise InputError("predicted", f"must be an object (got {quote(pred)})")
-    if extra and strict:
-        raise strict_error(extra)
-    if warn:
-        for problem in extra:
-            warn(problem)
+    report_unknown(extra, strict, warn)
     return Routing(tuple(routes), predicted)
 
 

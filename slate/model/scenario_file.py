@@ -26,7 +26,7 @@ from slate.model.errors import (
     from_validation_error,
     join_path,
     quote,
-    strict_error,
+    report_unknown,
     unknown_key,
 )
 from slate.model.files import load_document
@@ -315,11 +315,7 @@ def scenario_from_dict(
     except ValidationError as e:
         raise from_validation_error(e, data) from None
     extra = unknown_keys(f)
-    if extra and strict:
-        raise strict_error(extra)
-    if warn:
-        for problem in extra:
-            warn(problem)
+    report_unknown(extra, strict, warn)
     topology = _topology(f)
     app = _app(f)
     ingress = _ingress(f, app)
