@@ -7,4 +7,5 @@ cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 echo "== ruff"; ruff check slate tests bench; ruff format --check -q slate tests bench
 echo "== mypy"; mypy slate tests bench
+echo "== kube-apiserver (built once, cached)"; "$root/scripts/kube-apiserver.sh"
 echo "== pytest"; pytest "$@"

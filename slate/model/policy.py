@@ -395,7 +395,7 @@ def cross_field_problems(spec: Mapping[str, Any]) -> list[InputError]:
             if name in seen:
                 bad(
                     [*where, i, "name"],
-                    f"duplicate {key} name {name!r} (also at index {seen[name]})",
+                    f"duplicate {key} name {_short(name)} (also at index {seen[name]})",
                 )
             else:
                 seen[name] = i
@@ -403,7 +403,9 @@ def cross_field_problems(spec: Mapping[str, Any]) -> list[InputError]:
     clusters = _items(spec, "clusters")
     unique("cluster", clusters, ["clusters"])
     known = [c["name"] for _, c in clusters if isinstance(c.get("name"), str)]
-    known_text = ", ".join(known)
+    known_text = ", ".join(_short(k, 70) for k in known[:8]) + (
+        f", ... ({len(known)} clusters)" if len(known) > 8 else ""
+    )
 
     services = _items(spec, "services")
     unique("service", services, ["services"])
@@ -447,7 +449,9 @@ def cross_field_problems(spec: Mapping[str, Any]) -> list[InputError]:
                     continue
                 ends.append(name)
                 if name not in known:
-                    bad([*where, i, end], f"unknown cluster {name!r} (clusters: {known_text})")
+                    bad(
+                        [*where, i, end], f"unknown cluster {_short(name)} (clusters: {known_text})"
+                    )
             if len(ends) != 2:
                 continue
             if ends[0] == ends[1]:
