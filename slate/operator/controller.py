@@ -30,11 +30,11 @@ from slate.logs import kv
 from slate.model.errors import InputError
 from slate.model.policy import TrafficPolicy, cross_field_problems, policy_from_manifest
 from slate.operator.conflicts import Claim, conflict_message, conflict_with
+from slate.operator.kube import describe
 from slate.operator.metrics import OperatorMetrics, set_finite
 from slate.operator.seams import ControlLoopLike, IntervalReportLike, LoopFactory, PublisherLike
 from slate.operator.status import (
     Cond,
-    clip,
     merge_conditions,
     merge_patch,
     not_acted_status,
@@ -255,9 +255,11 @@ class Controller:
                 delay = ERROR_BACKOFF_S
                 reason = type(e).__name__
                 self.metrics.loop_errors.labels(namespace, name, reason).inc()
-                log.exception("%s", kv("interval_failed", policy=key, error=clip(str(e), 300)))
+                why = describe(e)
+                log.error("%s", kv("interval_failed", policy=key, error=why))
+                log.debug("interval failure", exc_info=True)
                 try:
-                    await self._not_acted(rec, "LoopError", f"{reason}: {clip(str(e), 500)}", True)
+                    await self._not_acted(rec, "LoopError", why, True)
                 except Exception:
                     log.exception("%s", kv("status_write_failed", policy=key))
             await self._sleep(rec, delay, stop)

@@ -9,6 +9,7 @@ watch re-lists after a backoff (410 Gone re-lists at once).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -168,6 +169,7 @@ class KubeStatusSink:
             PLURAL,
             name,
             {"status": dict(status)},
+            _content_type="application/merge-patch+json",  # the client would pick JSON patch
             _request_timeout=15,
         )
 
@@ -229,6 +231,22 @@ class KubeRuleStore:
             except ApiException as e:
                 if e.status != 404:
                     raise
+
+
+def describe(e: BaseException) -> str:
+    """One short line for an exception (an ApiException's status and the server's message, not
+    its headers)."""
+    status = getattr(e, "status", None)
+    body = getattr(e, "body", None)
+    if status is not None:
+        message = ""
+        if body:
+            try:
+                message = str(json.loads(body).get("message", ""))
+            except (ValueError, AttributeError):
+                message = str(body)
+        return f"HTTP {status} {getattr(e, 'reason', '')}: {message}"[:500]
+    return f"{type(e).__name__}: {e}"[:500]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:

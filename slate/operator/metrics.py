@@ -111,6 +111,11 @@ class OperatorMetrics:
             ["service", "cluster"],
             registry=r,
         )
+        self.served_policies = Gauge(
+            "slate_xds_served_policies",
+            "Policies whose status routes this replica serves over xDS.",
+            registry=r,
+        )
         self.remote_clusters = Gauge(
             "slate_remote_clusters",
             "Remote clusters watched through kubeconfig Secrets.",

@@ -103,9 +103,10 @@ def merge_conditions(
             "type": t,
             "status": c.status,
             "reason": c.reason,
-            "message": clip(c.message),
             "lastTransitionTime": since,
         }
+        if c.message:  # omitted when empty: the Kubernetes client sends "" as null
+            cond["message"] = clip(c.message)
         if generation is not None:
             cond["observedGeneration"] = generation
         out.append(cond)

@@ -82,7 +82,7 @@ async def test_status_after_one_interval_matches_the_contract() -> None:
         "Applied": ("True", "RollingOut"),
     }
     for cond in st["conditions"]:
-        assert set(cond) >= {"type", "status", "reason", "message", "lastTransitionTime"}
+        assert set(cond) >= {"type", "status", "reason", "lastTransitionTime"}
     assert st["lastSolveTime"].endswith("Z") and st["solveSeconds"] == 0.01
     assert st["predicted"] == {
         "meanLatencyMs": 41.0,
