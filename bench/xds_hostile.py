@@ -17,8 +17,9 @@ Cases (from the reviewer's report in issue 8):
   * delta-unknown: the same as a delta subscribe,
   * six-sotw: six of those at once,
   * sotw-at-cap: 10,000 unknown names (under the default cap: the cost of a request we accept),
+  * sotw-known-at-cap: 10,000 names of endpoint classes of a real service (10,000 CLAs built),
   * long-nodes: 50 streams whose node.cluster is 2 KB of junk (the /metrics size, live and after),
-  * gauge: a stream identified then refused for its type (slate_xds_streams must not go below 0).
+  * gauge: EDS streams identified then refused for their type (slate_xds_streams must stay >= 0).
 """
 
 from __future__ import annotations
@@ -159,8 +160,14 @@ def unknown_names(n: int, tag: str = "") -> list[str]:
     return [f"svc{tag}-{i:07d}.ep" for i in range(n)]
 
 
-async def hostile_call(channel: Any, mode: str, names: list[str]) -> tuple[str, int]:
-    """(status, reply bytes) of one stream sending one request and reading for 3 s."""
+def known_names(n: int, tag: str = "") -> list[str]:
+    """Endpoint classes of a service that exists: each is a real CLA the server must build."""
+    return [f"cart.e{tag}{i:06d}" for i in range(n)]
+
+
+def hostile_request(mode: str, names: list[str]) -> tuple[str, bytes]:
+    """(method, serialised request): built before the clock starts, so the bench's own
+    serialising does not show up as the server's stall."""
     if mode == "sotw":
         method, req = (
             "StreamAggregatedResources",
@@ -173,18 +180,27 @@ async def hostile_call(channel: Any, mode: str, names: list[str]) -> tuple[str, 
                 node=node(), type_url=CLA, resource_names_subscribe=names
             ),
         )
+    return method, req.SerializeToString()
+
+
+async def hostile_call(channel: Any, request: tuple[str, bytes]) -> tuple[str, int]:
+    """(status, reply bytes) of one stream sending one request and reading until it is quiet."""
+    method, data = request
     call = channel.stream_stream(
-        ADS + method, request_serializer=lambda m: m.SerializeToString(), response_deserializer=None
+        ADS + method, request_serializer=None, response_deserializer=None
     )()
-    await call.write(req)
+    await call.write(data)
     got = 0
     status = "OK (open)"
     try:
+        # Read until 2 s pass without a response (the first may take long: that is the stall).
+        deadline = 60.0
         while True:
-            msg = await asyncio.wait_for(call.read(), timeout=3.0)
+            msg = await asyncio.wait_for(call.read(), timeout=deadline)
             if msg is grpc.aio.EOF:
                 break
             got += len(msg)
+            deadline = 2.0
     except TimeoutError:
         pass
     except grpc.aio.AioRpcError as e:
@@ -197,16 +213,20 @@ async def hostile_call(channel: Any, mode: str, names: list[str]) -> tuple[str, 
     return status, got
 
 
-async def case_unknown(server: Server, mode: str, n_names: int, copies: int) -> dict[str, Any]:
+async def case_unknown(
+    server: Server, mode: str, n_names: int, copies: int, known: bool = False
+) -> dict[str, Any]:
+    make = known_names if known else unknown_names
+    names = [make(n_names, str(i)) for i in range(copies)]
+    requests = [hostile_request(mode, ns) for ns in names]
     before = server.rss_mb()
     prober = Prober(server.address)
     probe = asyncio.create_task(prober.run())
     await asyncio.sleep(0.2)
-    names = [unknown_names(n_names, str(i)) for i in range(copies)]
     opts = [("grpc.max_receive_message_length", 256 << 20)]
     with peak_rss(server) as peak:
         async with grpc.aio.insecure_channel(server.address, options=opts) as ch:
-            results = await asyncio.gather(*(hostile_call(ch, mode, ns) for ns in names))
+            results = await asyncio.gather(*(hostile_call(ch, r) for r in requests))
         await asyncio.sleep(0.5)
         prober.stop()
         await probe
@@ -253,10 +273,12 @@ async def case_long_nodes(server: Server, n: int = 50, size: int = 2048) -> dict
 
 
 async def case_gauge(server: Server) -> dict[str, Any]:
+    """Streams identified by their node, then refused for their type (plain EDS serves only
+    CLAs): the gauge went to -1 per stream."""
     async with grpc.aio.insecure_channel(server.address) as ch:
         for _ in range(5):
             call = ch.stream_stream(
-                ADS + "StreamAggregatedResources",
+                "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
                 request_serializer=lambda m: m.SerializeToString(),
                 response_deserializer=None,
             )()
@@ -281,6 +303,7 @@ async def run_all(server: Server, n_names: int) -> dict[str, dict[str, Any]]:
     out["delta-unknown"] = await case_unknown(server, "delta", n_names, 1)
     out["six-sotw"] = await case_unknown(server, "sotw", n_names, 6)
     out["sotw-at-cap"] = await case_unknown(server, "sotw", 10_000, 1)
+    out["sotw-known-at-cap"] = await case_unknown(server, "sotw", 10_000, 1, known=True)
     out["long-nodes"] = await case_long_nodes(server)
     out["gauge"] = await case_gauge(server)
     return out

@@ -13,21 +13,27 @@ import sys
 from collections.abc import Sequence
 
 from slate import logs, report
+from slate.evaluate import evaluate
 from slate.model.errors import InputError
 from slate.model.routes_check import check_routing
 from slate.model.routing import load_routing
 from slate.model.scenario_file import load_scenario
 from slate.optimizer.solve import POLICIES, SolveError, run_policy, solve
-from slate.sim.evaluate import evaluate
 
 EXIT_OK = 0
 EXIT_SOLVER = 1
 EXIT_INPUT = 2
 EXIT_OVER_CAPACITY = 3
 
+STRICT_HELP = "refuse keys the file format does not define (default: warn and ignore them)"
+
+
+def _warn(e: InputError) -> None:
+    print(f"slate: warning: {e}", file=sys.stderr)
+
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, strict=args.strict, warn=_warn)
     result = run_policy(scenario, args.policy)
     if args.format == "json":
         print(result.routing.dumps())
@@ -42,11 +48,11 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, strict=args.strict, warn=_warn)
     optimal = solve(scenario)
     reference = report.Row("optimal", optimal.evaluation)
     if args.routes:
-        routing = load_routing(args.routes)
+        routing = load_routing(args.routes, strict=args.strict, warn=_warn)
         check_routing(routing, scenario, source=args.routes)
         rows = [report.Row("routes", evaluate(scenario, routing)), reference]
     else:
@@ -55,10 +61,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         ]
     if args.format == "json":
         print(
-            json.dumps(report.comparison_json(scenario, rows, reference, optimal.bound), indent=1)
+            json.dumps(
+                report.comparison_json(
+                    scenario, rows, reference, optimal.bound, optimal.bound_certified
+                ),
+                indent=1,
+            )
         )
     else:
-        print(report.comparison_table(scenario, rows, reference, optimal.bound))
+        print(
+            report.comparison_table(scenario, rows, reference, optimal.bound, optimal.bound_caveat)
+        )
     if optimal.shortfalls:
         print(report.shortfall_warning(optimal.shortfalls), file=sys.stderr)
         return EXIT_OVER_CAPACITY
@@ -80,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML (see scenario-format.md)")
     p.add_argument("--policy", choices=POLICIES, default="optimal")
     p.add_argument("--format", choices=("json", "table"), default="json")
+    p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_cmd_solve)
 
     p = sub.add_parser("simulate", help="compare every policy (or given routes) on a scenario")
     p.add_argument("scenario", help="scenario YAML (see scenario-format.md)")
     p.add_argument("--routes", help="a route file (slate solve output) to evaluate")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_cmd_simulate)
 
     from slate.xds import cli as xds_cli

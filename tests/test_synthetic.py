@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from contextlib import redirect_stdout
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -115,3 +116,12 @@ def test_the_module_prints_a_scenario_file() -> None:
     scenario = scenario_from_dict(yaml.safe_load(out.getvalue()))
     assert len(scenario.topology.clusters) == 10
     assert len(scenario.ingress) == 10
+
+
+def test_everywhere_deploys_every_service_in_every_cluster() -> None:
+    spec = SyntheticSpec(clusters=5, services=12, seed=3)
+    dense = synthetic_scenario(replace(spec, everywhere=True))
+    sparse = synthetic_scenario(spec)
+    assert all(len(s.replicas) == 5 for s in dense.app.services)
+    assert any(len(s.replicas) < 5 for s in sparse.app.services)
+    assert dense.name.endswith("-everywhere") and not sparse.name.endswith("-everywhere")

@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from slate.model.errors import InputError, finite_number, require
+from slate.model.errors import (
+    Bounds,
+    InputError,
+    bounded_number,
+    finite_number,
+    quote,
+    require,
+    strict_error,
+    unknown_key,
+)
 from slate.model.files import load_document
+from slate.model.keys import INGRESS, RouteKey
 
-INGRESS = "ingress"
-"""The source service name of ingress gateways."""
+__all__ = ["INGRESS", "Prediction", "Route", "RouteKey", "Routing", "load_routing"]
 
 
 def _frozen(mapping: Mapping[str, float]) -> Mapping[str, float]:
@@ -44,8 +53,8 @@ class Route:
         object.__setattr__(self, "weights", _frozen(self.weights))
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.from_service, self.from_cluster, self.to)
+    def key(self) -> RouteKey:
+        return RouteKey(self.from_service, self.from_cluster, self.to)
 
     def normalized(self) -> dict[str, float]:
         """Weights scaled to sum to 1 (empty if they sum to 0)."""
@@ -118,10 +127,27 @@ class Routing:
         return "\n".join(lines)
 
 
-def routing_from_json(data: Any) -> Routing:
-    """Parse the route-file contract; raise InputError naming the bad field."""
+WEIGHT_BOUNDS = Bounds(hi=1e6, tiny=1e-9)
+"""Route weights: 0, or 1e-9 to 1e6 (readers normalise; 1e-9 is far below the printed 1e-6)."""
+_ROUTE_FILE_KEYS = ("routes", "predicted")
+_ROUTE_KEYS = ("from_service", "from_cluster", "to", "weights")
+_PREDICTED_KEYS = ("mean_latency_ms", "egress_usd_per_hour", "max_utilization")
+
+
+def _unknown(obj: Mapping[str, Any], known: tuple[str, ...], path: str) -> list[InputError]:
+    return [unknown_key(path, key, known) for key in obj if key not in known]
+
+
+def routing_from_json(
+    data: Any, *, strict: bool = False, warn: Callable[[InputError], None] | None = None
+) -> Routing:
+    """Parse the route-file contract; raise InputError naming the bad field.
+
+    Keys the contract does not define go to `warn` (with `strict`, the first is an InputError).
+    """
     if not isinstance(data, dict):
         raise InputError("", "a route file must be a JSON object with a 'routes' list")
+    extra = _unknown(data, _ROUTE_FILE_KEYS, "")
     routes_raw = data.get("routes")
     if not isinstance(routes_raw, list):
         raise InputError("routes", "is required and must be a list")
@@ -130,38 +156,59 @@ def routing_from_json(data: Any) -> Routing:
     for i, raw in enumerate(routes_raw):
         path = f"routes[{i}]"
         if not isinstance(raw, dict):
-            raise InputError(path, "must be an object")
+            raise InputError(path, f"must be an object (got {quote(raw)})")
+        extra += _unknown(raw, _ROUTE_KEYS, path)
         frm = require(raw, "from_service", path, str)
         cluster = require(raw, "from_cluster", path, str)
         to = require(raw, "to", path, str)
         weights_raw = require(raw, "weights", path, dict)
         weights: dict[str, float] = {}
         for c, w in weights_raw.items():
-            w = finite_number(w, f"{path}.weights.{c}")
-            if w < 0:
-                raise InputError(f"{path}.weights.{c}", f"must be >= 0, got {w}")
-            weights[str(c)] = float(w)
+            weights[str(c)] = bounded_number(w, f"{path}.weights.{c}", WEIGHT_BOUNDS)
         if weights and sum(weights.values()) <= 0:
             raise InputError(f"{path}.weights", "must not all be zero")
         key = (frm, cluster, to)
         if key in seen:
-            raise InputError(path, f"duplicates the route for {frm}@{cluster} -> {to}")
+            raise InputError(
+                path, f"duplicates the route for {quote(frm)}@{quote(cluster)} -> {quote(to)}"
+            )
         seen.add(key)
         routes.append(Route(frm, cluster, to, weights))
     predicted = None
     pred = data.get("predicted")
     if isinstance(pred, dict):
+        extra += _unknown(pred, _PREDICTED_KEYS, "predicted")
         vals = []
-        for k in ("mean_latency_ms", "egress_usd_per_hour", "max_utilization"):
+        for k in _PREDICTED_KEYS:
             v = pred.get(k)
-            vals.append(math.inf if v is None else float(v))
+            vals.append(math.inf if v is None else finite_number(v, f"predicted.{k}"))
         predicted = Prediction(*vals)
+    elif pred is not None:
+        raise InputError("predicted", f"must be an object (got {quote(pred)})")
+    if extra and strict:
+        raise strict_error(extra)
+    if warn:
+        for problem in extra:
+            warn(problem)
     return Routing(tuple(routes), predicted)
 
 
-def load_routing(path: str | Path) -> Routing:
-    """Read a route file (`slate solve --format json` output)."""
-    return load_document(path, "route file", "json", routing_from_json)
+def load_routing(
+    path: str | Path, *, strict: bool = False, warn: Callable[[InputError], None] | None = None
+) -> Routing:
+    """Read a route file (`slate solve --format json` output); unknown keys: routing_from_json."""
+    source = str(path)
+
+    def warn_file(e: InputError) -> None:
+        if warn:
+            warn(e.with_source(source))
+
+    return load_document(
+        path,
+        "route file",
+        "json",
+        lambda data: routing_from_json(data, strict=strict, warn=warn_file),
+    )
 
 
 def routing_from_routes(routes: Iterable[Route], predicted: Prediction | None = None) -> Routing:

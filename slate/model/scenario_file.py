@@ -4,67 +4,98 @@ Two passes, so that every problem is reported against the field a user wrote:
 1. shape: a pydantic schema of the file (types, required keys, signs);
 2. meaning: names resolve (clusters, endpoints), the call graph is a DAG, called endpoints are
    deployed somewhere, every pair of clusters has an RTT.
-Then the immutable domain values are built. Keys the format does not define are ignored (the
-format allows extra optional keys).
+Then the immutable domain values are built. Keys the format does not define are allowed (the
+format allows extra optional keys) but reported by `unknown_keys`, with the nearest known key, so a
+typo (`max_utilisation`, `call:`) is not silently dropped; `strict=True` makes them errors.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from slate.model.app import App, Call, Endpoint, Service, split_endpoint_id
 from slate.model.demand import IngressDemand
-from slate.model.errors import InputError, from_validation_error
+from slate.model.errors import (
+    InputError,
+    from_validation_error,
+    join_path,
+    quote,
+    strict_error,
+    unknown_key,
+)
 from slate.model.files import load_document
+from slate.model.routing import INGRESS
 from slate.model.scenario import Objective, Scenario
 from slate.model.topology import Topology
 
-NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+TINY = 1e-6
+"""Smallest non-zero magnitude of any number field: below it, float arithmetic (and the LP's
+tolerances) stop meaning what the user wrote."""
+
+
+def _not_tiny(x: float) -> float:
+    if 0 < abs(x) < TINY:
+        raise PydanticCustomError("tiny_number", "must be 0 or >= {tiny}", {"tiny": TINY})
+    return x
+
+
+_NotTiny = AfterValidator(_not_tiny)
+_Finite = {"ge": 0, "allow_inf_nan": False}
+# Limits of every number field (docs/scenario-format.md, "Limits"): finite, 0 or >= TINY, and
+MAX_REPLICAS = 10_000
+Ms = Annotated[float, Field(le=1e5, **_Finite), _NotTiny]  # service_ms, rtt_ms: up to 100 s
+Kb = Annotated[float, Field(le=1e6, **_Finite), _NotTiny]  # request/response_kb: up to 1 GB
+Rps = Annotated[float, Field(le=1e7, **_Finite), _NotTiny]
+PerRequest = Annotated[float, Field(le=1e3, **_Finite), _NotTiny]
+UsdPerGb = Annotated[float, Field(le=1e3, **_Finite), _NotTiny]
+CostWeight = Annotated[float, Field(le=1e6, **_Finite)]  # scales a sum: tiny is just tiny
 Name = Annotated[str, Field(min_length=1)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
 
 class CallFile(_Model):
     to: Name
-    per_request: NonNeg
-    request_kb: NonNeg
-    response_kb: NonNeg
+    per_request: PerRequest
+    request_kb: Kb
+    response_kb: Kb
 
 
 class EndpointFile(_Model):
-    service_ms: NonNeg
+    service_ms: Ms
     calls: list[CallFile] | None = None
 
 
 class ServiceFile(_Model):
-    replicas: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    replicas: dict[str, Annotated[int, Field(ge=0, le=MAX_REPLICAS)]] | None = None
     endpoints: dict[str, EndpointFile]
 
 
 class ObjectiveFile(_Model):
-    cost_weight_ms_per_usd_hour: NonNeg = 0.0
-    max_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    cost_weight_ms_per_usd_hour: CostWeight = 0.0
+    max_utilization: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False), _NotTiny] = 0.9
 
 
 class IngressFile(_Model):
     endpoint: Name
-    rps: dict[str, NonNeg]
-    request_kb: NonNeg
-    response_kb: NonNeg
+    rps: dict[str, Rps]
+    request_kb: Kb
+    response_kb: Kb
 
 
 class ScenarioFile(_Model):
     name: str = ""
     clusters: Annotated[list[Name], Field(min_length=1)]
-    rtt_ms: dict[str, dict[str, NonNeg]] = Field(default_factory=dict)
-    egress_usd_per_gb: dict[str, NonNeg | dict[str, NonNeg]] = Field(default_factory=dict)
+    rtt_ms: dict[str, dict[str, Ms]] = Field(default_factory=dict)
+    egress_usd_per_gb: dict[str, UsdPerGb | dict[str, UsdPerGb]] = Field(default_factory=dict)
     objective: ObjectiveFile = ObjectiveFile()
     services: Annotated[dict[str, ServiceFile], Field(min_length=1)]
     ingress: Annotated[list[IngressFile], Field(min_length=1)]
@@ -72,7 +103,7 @@ class ScenarioFile(_Model):
 
 def _check_cluster(name: str, clusters: list[str], path: str) -> None:
     if name not in clusters:
-        raise InputError(path, f"unknown cluster {name!r} (clusters: {', '.join(clusters)})")
+        raise InputError(path, f"unknown cluster {quote(name)} (clusters: {', '.join(clusters)})")
 
 
 def _topology(f: ScenarioFile) -> Topology:
@@ -80,7 +111,7 @@ def _topology(f: ScenarioFile) -> Topology:
     seen: set[str] = set()
     for i, c in enumerate(clusters):
         if c in seen:
-            raise InputError(f"clusters[{i}]", f"duplicate cluster {c!r}")
+            raise InputError(f"clusters[{i}]", f"duplicate cluster {quote(c)}")
         seen.add(c)
     n = len(clusters)
     idx = {c: i for i, c in enumerate(clusters)}
@@ -133,6 +164,11 @@ def _app(f: ScenarioFile) -> App:
     clusters = f.clusters
     endpoints: set[str] = set()
     for sname, s in f.services.items():
+        if sname == INGRESS:
+            raise InputError(
+                f"services.{sname}",
+                f"the name {INGRESS!r} is reserved for the ingress gateways (rename the service)",
+            )
         if "." in sname:
             raise InputError(f"services.{sname}", "a service name must not contain '.'")
         if not s.endpoints:
@@ -155,11 +191,14 @@ def _app(f: ScenarioFile) -> App:
             for i, call in enumerate(e.calls or []):
                 path = f"services.{sname}.endpoints.{ename}.calls[{i}].to"
                 if call.to not in endpoints:
-                    raise InputError(path, f"unknown endpoint {call.to!r} (want service.endpoint)")
+                    raise InputError(
+                        path, f"unknown endpoint {quote(call.to)} (want service.endpoint)"
+                    )
                 if not deployed(call.to):
                     raise InputError(
                         path,
-                        f"{call.to!r} belongs to service {split_endpoint_id(call.to)[0]!r}, "
+                        f"{quote(call.to)} belongs to service "
+                        f"{quote(split_endpoint_id(call.to)[0])}, "
                         "which has no replicas in any cluster",
                     )
     services = tuple(
@@ -222,12 +261,14 @@ def _ingress(f: ScenarioFile, app: App) -> tuple[IngressDemand, ...]:
         path = f"ingress[{i}]"
         if ing.endpoint not in app.endpoints:
             raise InputError(
-                f"{path}.endpoint", f"unknown endpoint {ing.endpoint!r} (want service.endpoint)"
+                f"{path}.endpoint",
+                f"unknown endpoint {quote(ing.endpoint)} (want service.endpoint)",
             )
         if not app.service_of(ing.endpoint).replicas:
             raise InputError(
                 f"{path}.endpoint",
-                f"service {split_endpoint_id(ing.endpoint)[0]!r} has no replicas in any cluster",
+                f"service {quote(split_endpoint_id(ing.endpoint)[0])} has no replicas in any "
+                "cluster",
             )
         for c in ing.rps:
             _check_cluster(c, f.clusters, f"{path}.rps.{c}")
@@ -237,13 +278,48 @@ def _ingress(f: ScenarioFile, app: App) -> tuple[IngressDemand, ...]:
     return tuple(out)
 
 
-def scenario_from_dict(data: Any) -> Scenario:
+def _extras(
+    model: BaseModel, path: list[str | int]
+) -> Iterator[tuple[list[str | int], str, list[str]]]:
+    """(path, unknown key, known keys) for every key of the file the schema does not define."""
+    known = list(type(model).model_fields)
+    for key in model.model_extra or {}:
+        yield path, key, known
+    for name in known:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from _extras(value, [*path, name])
+        elif isinstance(value, list | dict):
+            items = enumerate(value) if isinstance(value, list) else value.items()
+            for k, v in items:
+                if isinstance(v, BaseModel):
+                    yield from _extras(v, [*path, name, k])
+
+
+def unknown_keys(f: ScenarioFile) -> list[InputError]:
+    """One InputError per key the format does not define, naming the nearest known key."""
+    return [unknown_key(join_path(path), key, known) for path, key, known in _extras(f, [])]
+
+
+def scenario_from_dict(
+    data: Any, *, strict: bool = False, warn: Callable[[InputError], None] | None = None
+) -> Scenario:
+    """Validate a parsed scenario document and build the Scenario.
+
+    Unknown keys are passed to `warn` (or raise the first as InputError with `strict`).
+    """
     if not isinstance(data, dict):
         raise InputError("", "a scenario must be a YAML mapping (see scenario-format.md)")
     try:
         f = ScenarioFile.model_validate(data)
     except ValidationError as e:
         raise from_validation_error(e, data) from None
+    extra = unknown_keys(f)
+    if extra and strict:
+        raise strict_error(extra)
+    if warn:
+        for problem in extra:
+            warn(problem)
     topology = _topology(f)
     app = _app(f)
     ingress = _ingress(f, app)
@@ -255,6 +331,22 @@ def scenario_from_dict(data: Any) -> Scenario:
     return Scenario(f.name, topology, app, ingress, objective)
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file; raise InputError naming the file and the bad field."""
-    return load_document(path, "scenario", "yaml", scenario_from_dict)
+def load_scenario(
+    path: str | Path, *, strict: bool = False, warn: Callable[[InputError], None] | None = None
+) -> Scenario:
+    """Read and validate a scenario file; raise InputError naming the file and the bad field.
+
+    Unknown keys go to `warn` with the file named (errors with `strict`).
+    """
+    source = str(path)
+
+    def warn_file(e: InputError) -> None:
+        if warn:
+            warn(e.with_source(source))
+
+    return load_document(
+        path,
+        "scenario",
+        "yaml",
+        lambda data: scenario_from_dict(data, strict=strict, warn=warn_file),
+    )

@@ -12,6 +12,11 @@ formulation.py).
 
 Demand that cannot fit under max_utilization is not an error: the result carries the shortfalls
 (which services, by how much) and the least overloaded routing (capacity.py).
+
+The caller may bound each station's work (`work_bounds`, ms of work per second: the trusted range
+of a fitted curve) and add rows on route weights or call rates (`constraints`, bounds.py: the
+rollout limit, a minimum local share). Bounds that admit no routing raise InfeasibleError (a
+SolveError) naming the station or key when one alone is impossible.
 """
 
 from __future__ import annotations
@@ -19,19 +24,24 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from scipy.optimize import linprog
 
+from slate.evaluate import Evaluation, evaluate
+from slate.model.keys import split_or_nearest
 from slate.model.latency import LatencyModel
 from slate.model.routing import Prediction, Route, Routing
 from slate.model.scenario import Scenario
 from slate.optimizer import baselines
-from slate.optimizer.capacity import Shortfall, shortfalls
+from slate.optimizer.bounds import Constraint, feasible_shares, weight_bounds_by_key
+from slate.optimizer.capacity import Shortfall, endpoint_totals, shortfalls
+from slate.optimizer.errors import InfeasibleError, SolveError
 from slate.optimizer.formulation import Formulation, Program, build
-from slate.sim.evaluate import Evaluation, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +55,7 @@ latency model itself can promise, and one LP round fewer than 1e-4 on large mesh
 priced (10 clusters x 100 services: 1 round, ~2.5 s, instead of 2 rounds, ~5 s)."""
 
 
-class SolveError(RuntimeError):
-    """The LP solver failed (numerical trouble, time limit); the caller keeps its last routing."""
+__all__ = ["POLICIES", "InfeasibleError", "PolicyResult", "SolveError", "run_policy", "solve"]
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,19 @@ class PolicyResult:
     routing: Routing  # with `predicted` from the evaluator
     evaluation: Evaluation
     shortfalls: tuple[Shortfall, ...] = ()
-    bound: float | None = None  # LP lower bound on the objective (optimal policy only)
+    bound: float | None = None  # the LP's objective (optimal policy only)
     stats: SolveStats | None = None
+    bound_certified: bool | None = None
+    """Whether `bound` is a lower bound on every routing's objective (None without a bound). Not
+    when egress is priced and a key aggregates calls of different byte sizes: the LP prices them
+    at averaged sizes, and a routing can then score below its value (BOUND_CAVEAT)."""
+
+    @property
+    def bound_caveat(self) -> str | None:
+        """Why `bound` may not bound the objective, or None when it does."""
+        if self.bound is None or self.bound_certified:
+            return None
+        return BOUND_CAVEAT
 
     @property
     def over_capacity(self) -> bool:
@@ -78,6 +98,12 @@ class PolicyResult:
         return (self.evaluation.objective - self.bound) / max(abs(self.bound), 1e-12)
 
 
+BOUND_CAVEAT = (
+    "not a certified lower bound: egress is priced and calls of different sizes share a route, "
+    "so the LP prices them at averaged sizes"
+)
+
+
 def _with_prediction(routing: Routing, ev: Evaluation) -> Routing:
     pred = Prediction(ev.mean_latency_ms, ev.egress_usd_per_hour, ev.max_utilization)
     return Routing(routing.routes, pred)
@@ -88,12 +114,11 @@ def run_policy(
 ) -> PolicyResult:
     if policy == "optimal":
         return solve(scenario, latency)
-    make = {
-        "local": baselines.local_routing,
-        "global": baselines.global_routing,
-        "waterfall": baselines.waterfall_routing,
-    }[policy]
-    routing = make(scenario)
+    if policy == "waterfall":
+        routing = baselines.waterfall_routing(scenario, latency=latency)
+    else:
+        make = {"local": baselines.local_routing, "global": baselines.global_routing}[policy]
+        routing = make(scenario)
     ev = evaluate(scenario, routing, latency)
     return PolicyResult(
         policy, _with_prediction(routing, ev), ev, tuple(shortfalls(scenario, latency))
@@ -104,16 +129,22 @@ def solve(
     scenario: Scenario,
     latency: LatencyModel | None = None,
     *,
+    work_bounds: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+    constraints: Iterable[Constraint] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     max_rounds: int = 12,
 ) -> PolicyResult:
+    """The optimal routing. `work_bounds`: (service, cluster) -> (lo, hi) ms of work per second;
+    `constraints`: WeightBound / RateRow values (bounds.py). Raises InfeasibleError when they
+    admit no routing, SolveError when HiGHS fails."""
     latency = latency or scenario.latency_model()
     started = time.perf_counter()
+    constraints = tuple(constraints or ())
     short = shortfalls(scenario, latency)
     # A service that cannot fit is held at the least utilization any routing gives it.
     caps = {s.service: s.min_utilization * (1 + 1e-7) for s in short}
     unpriced = {s.service for s in short if s.min_utilization >= 1.0}
-    f = build(scenario, latency, caps, unpriced)
+    f = build(scenario, latency, caps, unpriced, work_bounds=work_bounds, constraints=constraints)
 
     # The routing returned is the best of the rounds by its exact objective (the LP's objective
     # plus what it misjudged): with byte sizes re-priced between rounds, rounds need not improve.
@@ -127,7 +158,7 @@ def solve(
     for rounds in range(1, max_rounds + 1):
         lp = f.program()
         seen.add(_state(f))
-        x, lp_objective = _solve_lp(lp, f.total_rps, rounds)
+        x, lp_objective = _solve_lp(lp, rounds)
         # What the LP misjudges about its own routing: the queueing cost below the tangents, and
         # the egress of aggregated keys priced at the previous round's byte sizes.
         w, t = f.station_work(lp, x)
@@ -156,8 +187,9 @@ def solve(
         if _state(f) in seen:
             break  # the next LP would be one already solved
     assert best_x is not None and lp is not None
-    routing = _routing(f, best_x)
+    routing = _routing(f, best_x, constraints)
     ev = evaluate(scenario, routing, latency)
+    routing, ev = _repair_rounding(f, routing, ev, set(caps), constraints, latency)
     stats = SolveStats(
         variables=lp.n_vars,
         constraints=lp.n_rows,
@@ -173,7 +205,13 @@ def solve(
         stats.seconds,
     )
     return PolicyResult(
-        "optimal", _with_prediction(routing, ev), ev, tuple(short), lp_objective, stats
+        "optimal",
+        _with_prediction(routing, ev),
+        ev,
+        tuple(short),
+        lp_objective,
+        stats,
+        bound_certified=f.bound_certified(),
     )
 
 
@@ -182,15 +220,34 @@ IPM_ROWS = 2000
 vertex) beats its dual simplex on these LPs; below, the simplex is faster."""
 
 
-def _solve_lp(lp: Program, total_rps: float, round_: int) -> tuple[np.ndarray, float]:
-    """(solution, objective). The costs go to HiGHS in request-ms per second rather than per
-    request: per request they are ~1e-4, down where HiGHS's absolute optimality tolerance (1e-7)
-    lets it stop short and fill a station's pieces out of order."""
+PRIMAL_TOLERANCE = 1e-9
+"""HiGHS's feasibility tolerance in the solver's units (Program.for_solver: values near 1). Its
+default, 1e-7, is the margin a service that cannot fit gets above its least utilization (solve()
+caps it at that x (1 + 1e-7)): presolve then calls the LP infeasible."""
+
+
+def _solve_lp(lp: Program, round_: int) -> tuple[np.ndarray, float]:
+    """(solution, objective), solved in the solver's units (Program.for_solver)."""
+    form = lp.for_solver()
     method = "highs-ipm" if lp.n_rows >= IPM_ROWS else "highs-ds"
-    res = linprog(lp.c * total_rps, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=lp.bounds, method=method)
+    res = linprog(
+        form.c,
+        A_ub=form.a_ub,
+        b_ub=form.b_ub,
+        A_eq=form.a_eq,
+        b_eq=form.b_eq,
+        bounds=form.bounds,
+        method=method,
+        options={"primal_feasibility_tolerance": PRIMAL_TOLERANCE},
+    )
+    if res.status == 2:
+        raise InfeasibleError(
+            "the work bounds and route constraints together admit no routing "
+            f"(HiGHS: {res.message})"
+        )
     if res.status != 0 or res.x is None:
         raise SolveError(f"HiGHS: {res.message} (status {res.status}, round {round_})")
-    return np.asarray(res.x), float(res.fun) / total_rps + lp.offset
+    return np.asarray(res.x) * form.col_scale, float(res.fun) * form.cost_unit + lp.offset
 
 
 def _state(f: Formulation) -> tuple[int, bytes]:
@@ -198,9 +255,93 @@ def _state(f: Formulation) -> tuple[int, bytes]:
     return sum(len(spec.tangents) for spec in f.stations), np.round(f.key_kb, 9).tobytes()
 
 
-def _routing(f: Formulation, x: np.ndarray) -> Routing:
+WEIGHT_UNITS = 10**6
+"""Weights are printed with 6 decimals (Route.to_json): solve() returns them as whole millionths
+summing to exactly 1, so what a reader parses is what was evaluated."""
+
+REPAIRS = 3
+ROUNDING_MARGIN = 4e-6
+
+
+def _repair_rounding(
+    f: Formulation,
+    routing: Routing,
+    ev: Evaluation,
+    short: set[str],
+    constraints: tuple[Constraint, ...],
+    latency: LatencyModel,
+) -> tuple[Routing, Evaluation]:
+    """Round then repair: rounding weights to millionths moves a station's work by about 1e-6 of
+    its service's total work per hop above it, enough to lift a station whose cap binds above
+    max_utilization (or its caller's work bound). When that happens, every station's cap is
+    lowered by ROUNDING_MARGIN x its service's total work (x the attempt; at most its share of
+    half the service's slack) and the last LP is solved again: the bound stays the first LP's (a
+    lowered one is not a bound). Services that cannot fit are left alone: they are above
+    max_utilization anyway, held at their least utilization with a 1e-7 margin that a lower cap
+    would cross. A service that fits with less slack than the rounding moves (all its stations
+    at the cap, to ~1e-6) can stay above it by that much: logged."""
+    totals = endpoint_totals(f.scenario)
+    service_work = {
+        svc.name: sum(totals.get(e.id, 0.0) * e.service_ms for e in svc.endpoints)
+        for svc in f.scenario.app.services
+    }
+    index = {(spec.service, spec.cluster): i for i, spec in enumerate(f.stations)}
+    repairable = [spec.priced and spec.service not in short for spec in f.stations]
+    caps = [spec.max_work for spec in f.stations]
+    # Lowering caps must leave the service room for its work: at most half its slack, shared.
+    slack: dict[str, float] = {name: -work for name, work in service_work.items()}
+    count: dict[str, int] = defaultdict(int)
+    for spec in f.stations:
+        slack[spec.service] += spec.max_work
+        count[spec.service] += 1
+    for attempt in range(REPAIRS + 1):
+        over = [
+            st
+            for st in ev.stations
+            if repairable[index[(st.service, st.cluster)]]
+            and st.work_ms_per_s > caps[index[(st.service, st.cluster)]] * (1 + 1e-12)
+        ]
+        if not over:
+            break
+        if attempt == REPAIRS:
+            log.warning("rounded weights lift stations=%d above their cap", len(over))
+            break
+        for s, spec in enumerate(f.stations):
+            if repairable[s]:
+                margin = min(
+                    (attempt + 1) * ROUNDING_MARGIN * service_work[spec.service],
+                    0.5 * max(slack[spec.service], 0.0) / count[spec.service],
+                )
+                spec.max_work = max(caps[s] - margin, 0.0)
+                spec.refresh()
+        try:
+            x, _ = _solve_lp(f.program(), attempt + 1)
+        except SolveError as e:
+            log.warning("rounding repair failed stations=%d error=%s", len(over), e)
+            break
+        routing = _routing(f, x, constraints)
+        ev = evaluate(f.scenario, routing, latency)
+    for s, spec in enumerate(f.stations):
+        spec.max_work = caps[s]
+        spec.refresh()
+    return routing, ev
+
+
+def _micro_round(weights: dict[str, float]) -> dict[str, float]:
+    """Weights (summing to 1) as whole millionths summing to exactly 1, each within 1e-6 of its
+    value: floors, plus one unit to the largest remainders."""
+    raw = {c: w * WEIGHT_UNITS for c, w in weights.items()}
+    units = {c: math.floor(v) for c, v in raw.items()}
+    left = WEIGHT_UNITS - sum(units.values())
+    for c in sorted(raw, key=lambda c: units[c] - raw[c])[: max(left, 0)]:
+        units[c] += 1
+    return {c: n / WEIGHT_UNITS for c, n in units.items() if n > 0}
+
+
+def _routing(f: Formulation, x: np.ndarray, constraints: tuple[Constraint, ...] = ()) -> Routing:
     topo = f.scenario.topology
     app = f.scenario.app
+    bounded = weight_bounds_by_key(constraints)
     y = x[: f.n_y]
     routes: list[Route] = []
     start = 0
@@ -209,13 +350,14 @@ def _routing(f: Formulation, x: np.ndarray) -> Routing:
         vals = np.maximum(y[start : start + len(dsts)], 0.0)
         start += len(dsts)
         total = float(vals.sum())
-        if total > 1e-9:
-            weights = {
-                topo.clusters[d]: float(v / total)
-                for d, v in zip(dsts, vals, strict=True)
-                if v / total > 1e-7
-            }
-        else:  # no traffic on this key: the default, nearest cluster
-            weights = {topo.nearest(k.from_cluster, list(app.service_of(k.to).clusters)): 1.0}
-        routes.append(Route(k.from_service, k.from_cluster, k.to, weights))
+        if total > 1e-9 * f.rate_unit:
+            weights = {topo.clusters[d]: float(v / total) for d, v in zip(dsts, vals, strict=True)}
+        else:  # no traffic on this key: the default, nearest cluster (inside its bounds)
+            deployed = list(app.service_of(k.to).clusters)
+            shares = None
+            if k in bounded:
+                lo, hi = bounded[k]
+                shares = feasible_shares(topo.by_distance(k.from_cluster, deployed), lo, hi)
+            weights = shares or dict(split_or_nearest(topo, k.from_cluster, deployed, None))
+        routes.append(Route(k.from_service, k.from_cluster, k.to, _micro_round(weights)))
     return Routing(tuple(routes))

@@ -23,7 +23,7 @@ What the generator draws, and why it looks like a real mesh:
   routed separately.
 - **Deployment**: the busier half of the clusters are hubs that run nearly all of the stack and
   some of the stores; the other clusters run the entry tier, about half of the mid tiers and few
-  stores. Every service runs somewhere.
+  stores. Every service runs somewhere. With `everywhere`, every service runs in every cluster.
 - **Demand** is skewed by region (Zipf over a random ranking of the clusters), while replicas follow
   the regional demand only partly (`capacity_follows_demand`), so at higher loads routing every call
   to the local cluster overloads the popular regions.
@@ -122,6 +122,8 @@ class SyntheticSpec:
     capacity_follows_demand: float = 0.6
     """0: replicas spread evenly over a service's clusters; 1: in proportion to regional demand."""
     name: str | None = None
+    everywhere: bool = False
+    """Deploy every service in every cluster (the densest LP: every key can go anywhere)."""
 
     def __post_init__(self) -> None:
         if self.clusters < 1 or self.services < 1 or self.endpoints_per_service < 1:
@@ -156,7 +158,7 @@ class SyntheticSpec:
     def label(self) -> str:
         return self.name or (
             f"synthetic-{self.clusters}c-{self.services}s-{self.endpoints_per_service}e"
-            f"-{self.classes}t-seed{self.seed}"
+            f"-{self.classes}t-seed{self.seed}" + ("-everywhere" if self.everywhere else "")
         )
 
 
@@ -365,7 +367,7 @@ def synthetic_dict(spec: SyntheticSpec | None = None) -> dict[str, Any]:
     # in a few hubs (at least one cluster each).
     hubs = set(np.argsort(ranks)[: (n_c + 1) // 2].tolist())
     for svc in services:
-        if svc.tier == 0:
+        if svc.tier == 0 or spec.everywhere:
             deployed = list(range(n_c))
         else:
             p_hub, p_edge = (0.6, 0.1) if svc.store else (0.9, 0.5)
@@ -510,9 +512,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--utilization", type=float, help="target mean utilization")
     p.add_argument("--cost-weight", type=float, help="ms per USD/hour")
+    p.add_argument("--everywhere", action="store_true", help="every service in every cluster")
     args = p.parse_args(argv)
     spec = SLATE_SIZED if args.preset == "slate" else SyntheticSpec()
-    changes: dict[str, Any] = {"seed": args.seed}
+    changes: dict[str, Any] = {"seed": args.seed, "everywhere": args.everywhere}
     for arg, key in (
         ("clusters", "clusters"),
         ("services", "services"),

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,7 +39,7 @@ from slate.xds.resources import (
     destination_weights,
     locality_plan,
 )
-from slate.xds.views import ViewKey
+from slate.xds.views import ViewKey, local_name
 
 _BODY_MEMO_LIMIT = 20_000
 _BODY_MEMO_BYTES = 64 << 20
@@ -69,9 +69,10 @@ class Resource:
         generation: int,
         plan: LocalityPlan,
         endpoints: Mapping[str, Endpoints],
+        type_url: str = CLA_TYPE_URL,
     ) -> Resource:
         version = hashlib.sha256(cla).hexdigest()[:16]
-        any_bytes = wire.any_message(CLA_TYPE_URL, cla)
+        any_bytes = wire.any_message(type_url, cla)
         return Resource(
             name,
             version,
@@ -185,6 +186,9 @@ class XdsCache:
         self._watchers: dict[tuple[ViewKey, str], set[Watcher]] = defaultdict(set)
         self._wildcard: dict[ViewKey, set[Watcher]] = defaultdict(set)
         self._waiting: set[ServicesWatcher] = set()
+        self.followers: list[Callable[[float], int]] = []
+        """Called after each update with its start time (the derived LDS/RDS/CDS caches); each
+        returns how many watchers it notified."""
         """Watchers with names whose service is unknown: told when the services change."""
         self._names: dict[ViewKey, frozenset[str]] = {}
         self._bodies: dict[tuple[object, ...], tuple[bytes, str, Mapping[str, str]]] = {}
@@ -237,6 +241,8 @@ class XdsCache:
 
     def knows(self, name: str) -> bool:
         """Whether `name`'s service exists (has an entry in the endpoints)."""
+        if name.startswith("xdstp:"):
+            name = local_name(name)
         return name.split(".", 1)[0] in self._endpoints.services
 
     def names(self, view: ViewKey) -> frozenset[str]:
@@ -386,6 +392,8 @@ class XdsCache:
         if services_changed:
             for w in list(self._waiting):
                 w.services_changed(started)
+        for follow in list(self.followers):
+            notified += follow(started)
         seconds = time.monotonic() - started
         if self.metrics is not None:
             self.metrics.cache_generation.set(self.generation)
@@ -415,8 +423,9 @@ class XdsCache:
 
     def _build(self, view: ViewKey, name: str, old: Resource | None) -> Resource | None:
         """The resource for (view, name), or `old` itself if its content would not change."""
-        by_cluster = self._endpoints.clusters_of(name.split(".", 1)[0])
-        weights = destination_weights(self._index, self._endpoints, view, name)
+        plain = local_name(name)  # xdstp://.../cart -> cart, served under the name asked for
+        by_cluster = self._endpoints.clusters_of(plain.split(".", 1)[0])
+        weights = destination_weights(self._index, self._endpoints, view, plain)
         if by_cluster is None or weights is None:
             return None
         plan = locality_plan(weights, by_cluster, self.options.weight_total)
@@ -435,8 +444,15 @@ class XdsCache:
     def _record_version(self, view: ViewKey, name: str, res: Resource | None) -> None:
         if res is None:
             self._forget_version(view, name)
-        elif self.metrics is not None:
+        elif self.metrics is not None and self._labelled(view, name):
             self.metrics.resource_generation.labels(str(view), name).set(res.generation)
+
+    def _labelled(self, view: ViewKey, name: str) -> bool:
+        """Whether (view, name) may be metric label values: both known to slate (a service, or a
+        destination routed from the view), never just whatever a client subscribed to."""
+        if not self.knows_view(view):
+            return False
+        return name in self._endpoints.services or name in self._index.destinations(view)
 
     def _forget_version(self, view: ViewKey, name: str) -> None:
         if self.metrics is not None:

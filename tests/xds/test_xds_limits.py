@@ -74,7 +74,8 @@ def test_a_big_subscription_is_answered_in_slices() -> None:
         out = s.next_response()
         if out is not None:
             sizes.append(len(parse_sotw(out.payload)[1]))
-    assert sizes == [100, 100, 100, 100, 50]
+    assert sum(sizes) == 450 and len(sizes) > 1
+    assert sizes[0] == 100 and max(sizes) <= 100 * 32  # first slice as configured, then adapted
 
 
 def test_oversized_request_is_refused_and_others_carry_on() -> None:
