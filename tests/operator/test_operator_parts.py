@@ -163,20 +163,24 @@ def test_slice_endpoints_ready_ips_and_port_choice() -> None:
 def test_endpoint_index_per_service_and_cluster() -> None:
     sent: list[tuple[str, str, Any]] = []
     idx = EndpointIndex(lambda s, c, e: sent.append((s, c, e)))
+
+    def last() -> tuple[str, str, Any]:
+        return sent[-1]
+
     idx.handle("east", "SYNC", [slice_("cart", "shop", "a", ["10.0.0.1"])])
     assert sent == []  # no policy routes cart yet
     idx.set_routed({"shop": {"cart": 8080}})
-    assert sent[-1] == ("cart", "east", (Endpoint("10.0.0.1", 8080),))
+    assert last() == ("cart", "east", (Endpoint("10.0.0.1", 8080),))
     idx.handle("east", "ADDED", [slice_("cart", "shop", "b", ["10.0.0.2"])])
-    assert sent[-1][2] == (Endpoint("10.0.0.1", 8080), Endpoint("10.0.0.2", 8080))
+    assert last()[2] == (Endpoint("10.0.0.1", 8080), Endpoint("10.0.0.2", 8080))
     idx.handle("east", "ADDED", [slice_("cart", "other", "c", ["10.9.9.9"])])  # other namespace
     assert len(sent) == 2
     idx.handle("west", "SYNC", [slice_("cart", "shop", "w", ["10.1.0.1"])])
-    assert sent[-1] == ("cart", "west", (Endpoint("10.1.0.1", 8080),))
+    assert last() == ("cart", "west", (Endpoint("10.1.0.1", 8080),))
     idx.drop_cluster("west")
-    assert sent[-1] == ("cart", "west", None)
+    assert last() == ("cart", "west", None)
     idx.handle("east", "DELETED", [slice_("cart", "shop", "a", [])])
-    assert sent[-1] == ("cart", "east", (Endpoint("10.0.0.2", 8080),))
+    assert last() == ("cart", "east", (Endpoint("10.0.0.2", 8080),))
 
 
 def status(routes: list[dict[str, Any]]) -> dict[str, Any]:
