@@ -261,6 +261,16 @@ def test_status_and_weights_appear(world: World) -> None:
     got = world.kube.kubectl("get", "tp", "-n", "shop")
     assert "True" in got.stdout, got.stdout
 
+    # Kubernetes Events for the transitions
+    def reasons() -> set[str]:
+        events = world.kube.request("GET", "/api/v1/namespaces/shop/events")["items"]
+        return {e["reason"] for e in events if e["involvedObject"]["name"] == "shop"}
+
+    wait_for(lambda: {"Optimal", "Fresh"} <= reasons(), 20, "events")
+    # metrics: weights per route and destination cluster, leader status
+    assert a.metric('slate_route_weight{namespace="shop"') is not None
+    assert a.metric('slate_intervals_total{namespace="shop",policy="shop"}') is not None
+
 
 def test_envoy_receives_weights_from_operator_xds(world: World) -> None:
     a = world.leader()
@@ -277,6 +287,7 @@ def test_envoy_receives_weights_from_operator_xds(world: World) -> None:
         )
 
     wait_for(matches, 30, "Envoy weights = status weights")
+    assert (a.metric('slate_xds_streams{api="ads",mode="sotw",view="ingress@us-east"}') or 0) >= 1
 
 
 def endpoint_count(envoy: Envoy, cluster: str = "cart") -> dict[str, int]:
