@@ -203,13 +203,27 @@ def main() -> int:
         interval_s = float(args.interval.rstrip("s"))
         intervals = wall / interval_s * args.policies
 
-        # spec change -> new weights at a real Envoy (policy p0: service p0-s0, view ingress@east)
-        east.request(
-            "PATCH",
-            "/apis/slate.dev/v1alpha1/namespaces/bench/trafficpolicies/p0",
-            {"spec": {"rollout": {"interval": "1h", "maxShiftPerInterval": 0.1}}},
-            content_type="application/merge-patch+json",
-        )
+        # spec change -> new weights at a real Envoy (policy p0: service p0-s0, view ingress@east).
+        # The stand-in loop moves towards an even split over spec.clusters: dropping "west" and
+        # adding it back (maxShiftPerInterval 1) changes the weights in one interval each time.
+        base_spec = policy(0, args.services, "1h")["spec"]
+        one = {
+            "spec": {
+                "clusters": [{"name": "east"}],
+                "network": None,
+                "rollout": {"interval": "1h", "maxShiftPerInterval": 1.0},
+            }
+        }
+        two = {
+            "spec": {
+                "clusters": base_spec["clusters"],
+                "network": base_spec["network"],
+                "rollout": {"interval": "1h", "maxShiftPerInterval": 1.0},
+            }
+        }
+        path = "/apis/slate.dev/v1alpha1/namespaces/bench/trafficpolicies/p0"
+        merge = "application/merge-patch+json"
+        east.request("PATCH", path, two, content_type=merge)
         cfg = bootstrap(
             node_id="bench-envoy",
             service="ingress",
@@ -219,19 +233,12 @@ def main() -> int:
             transport=Transport("ads", "sotw"),
         )
         envoy = Envoy(cfg, work, "envoy")
-        time.sleep(2)
+        time.sleep(3)
         lat = []
-        shift = 0.1
-        for _ in range(args.changes):
+        for k in range(args.changes * 2):
             before = envoy.eds_weights().get("p0-s0", {})
-            shift = 0.3 if shift == 0.1 else 0.1
             t = time.monotonic()
-            east.request(
-                "PATCH",
-                "/apis/slate.dev/v1alpha1/namespaces/bench/trafficpolicies/p0",
-                {"spec": {"rollout": {"maxShiftPerInterval": shift}}},
-                content_type="application/merge-patch+json",
-            )
+            east.request("PATCH", path, one if k % 2 == 0 else two, content_type=merge)
             while envoy.eds_weights().get("p0-s0", {}) == before:
                 if time.monotonic() - t > 30:
                     raise RuntimeError("weights did not change at the proxy in 30 s")
@@ -257,8 +264,8 @@ def main() -> int:
             ),
         ]
         print("| figure | value |\n|---|---|")
-        for k, v in rows:
-            print(f"| {k} | {v} |")
+        for label, value in rows:
+            print(f"| {label} | {value} |")
         return 0
     finally:
         if envoy is not None:

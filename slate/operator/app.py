@@ -121,6 +121,18 @@ class Operator:
         self.xds_port = 0
         self._tmp = tempfile.TemporaryDirectory(prefix="slate-operator-")
         self._watches: list[WatchThread] = []
+        self._stop: asyncio.Event | None = None
+        self._signals_task: asyncio.Task[None] | None = None
+
+    def _own_signals(self) -> None:
+        """SIGINT/SIGTERM stop this replica (Kopf installs its own handlers when it starts and
+        removes them when it stops; a replica outlives many Kopf runs, so it takes them back)."""
+        if self._stop is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._stop.set)
 
     def _served(self) -> None:
         self.metrics.served_policies.set(len(self.follower.served))
@@ -175,6 +187,7 @@ class Operator:
             rules=KubeRuleStore(self.api),
         )
         self.kopf_stop = asyncio.Event()
+        ready = asyncio.Event()
         kwargs: dict[str, Any] = (
             {"clusterwide": True} if cfg.namespaces is None else {"namespaces": cfg.namespaces}
         )
@@ -184,10 +197,17 @@ class Operator:
                 standalone=True,
                 memo=memo,
                 stop_flag=self.kopf_stop,
+                ready_flag=ready,
                 **kwargs,
             ),
             name="kopf",
         )
+
+        async def take_signals_back() -> None:
+            await ready.wait()
+            self._own_signals()
+
+        self._signals_task = asyncio.create_task(take_signals_back())
 
     async def stop_leading(self) -> None:
         if self.kopf_stop is not None:
@@ -197,6 +217,7 @@ class Operator:
                 await asyncio.wait_for(self.kopf_task, 30)
         self.kopf_task = None
         self.kopf_stop = None
+        self._own_signals()
 
     # ---- always -------------------------------------------------------------------------------
 
@@ -242,6 +263,8 @@ class Operator:
 
     async def run(self, stop: asyncio.Event) -> int:
         cfg = self.cfg
+        self._stop = stop
+        self._own_signals()
         loop = asyncio.get_running_loop()
         self.xds_port = await self.server.start(f"{cfg.host}:{cfg.xds_port}")
         http = None
@@ -327,10 +350,6 @@ async def _serve_liveness(url: str) -> Any:
 
 def run(cfg: OperatorConfig) -> int:
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        return await Operator(cfg).run(stop)
+        return await Operator(cfg).run(asyncio.Event())
 
     return asyncio.run(main())

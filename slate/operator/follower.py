@@ -35,6 +35,7 @@ class StatusFollower:
         self.on_routed = on_routed
         self.on_applied = on_applied
         self._known: dict[tuple[str, str], dict[str, int]] = {}
+        self._last_routed: Routed | None = None
         self.served: set[tuple[str, str]] = set()
         """Policies whose routes the cache serves now."""
         self.rejected = 0
@@ -55,7 +56,10 @@ class StatusFollower:
             for o in objs:
                 self._apply(o)
         if self.on_routed is not None:
-            self.on_routed(self.routed())
+            routed = self.routed()
+            if routed != self._last_routed:  # status writes do not change what is routed
+                self._last_routed = routed
+                self.on_routed(routed)
 
     def routed(self) -> Routed:
         out: Routed = {}

@@ -93,7 +93,8 @@ class Replica:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """SIGTERM; True if it exited by itself within 20 s (else it is killed)."""
         if self.alive():
             self.proc.terminate()
             try:
@@ -101,6 +102,8 @@ class Replica:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                return False
+        return True
 
 
 @dataclass
@@ -332,7 +335,9 @@ def test_webhook_rejects_cross_cluster_mistake(world: World) -> None:
 def test_restart_resumes_without_a_jump(world: World) -> None:
     before = weights(world.policy()["status"])
     for r in list(world.replicas):
-        r.stop()
+        if r.alive():
+            assert r.stop(), f"{r.name} did not stop on SIGTERM"
+            assert r.proc.returncode == 0
     t0 = time.monotonic()
     world.start_replica("a2")
     wait_for(world.leader, 4 * LEASE_S, "a2 leader")
