@@ -34,7 +34,7 @@ POLICIES: tuple[Literal["optimal", "local", "global", "waterfall"], ...] = (
 )
 """`slate solve --policy` choices: slate.optimizer.solve.POLICIES, without importing scipy."""
 
-SUBCOMMANDS = ("slate.xds.cli",)
+SUBCOMMANDS = ("slate.xds.cli", "slate.operator.cli")
 """Modules whose `register(sub)` adds their subcommands (each imports heavy modules lazily)."""
 
 STRICT_HELP = "refuse keys the file format does not define (default: warn and ignore them)"
