@@ -1,0 +1,1 @@
+"""Telemetry: Istio's standard metrics (from Prometheus or the simulator's store) -> Observation."""
