@@ -46,9 +46,14 @@ def test_distorted_truth_shape_is_learned() -> None:
     latency = s0 * (1 + rho**2) + np.array([truth.queue_cost(w) for w in loads]) / rps
     fit = fit_station(loads, rps, latency - s0)
     assert fit is not None
-    for i in range(0, 25, 4):
+    for i in range(0, 25, 3):
         want = rps[i] * (latency[i] - s0)
-        assert fit.queue_cost(float(loads[i])) == pytest.approx(want, rel=0.12, abs=0.03 * loads[i])
+        got = fit.queue_cost(float(loads[i]))
+        # The station's whole cost (work + queueing), what the optimizer weighs, within 3%; the
+        # queueing part alone within 12% where it matters (past half load).
+        assert loads[i] + got == pytest.approx(loads[i] + want, rel=0.03)
+        if rho[i] >= 0.5:
+            assert got == pytest.approx(want, rel=0.12)
 
 
 def test_curve_is_convex_increasing_and_a_hashable_value() -> None:
