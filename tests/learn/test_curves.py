@@ -49,9 +49,9 @@ def test_distorted_truth_shape_is_learned() -> None:
     for i in range(0, 25, 3):
         want = rps[i] * (latency[i] - s0)
         got = fit.queue_cost(float(loads[i]))
-        # The station's whole cost (work + queueing), what the optimizer weighs, within 3%; the
+        # The station's whole cost (work + queueing), what the optimizer weighs, within 5%; the
         # queueing part alone within 12% where it matters (past half load).
-        assert loads[i] + got == pytest.approx(loads[i] + want, rel=0.03)
+        assert loads[i] + got == pytest.approx(loads[i] + want, rel=0.05)
         if rho[i] >= 0.5:
             assert got == pytest.approx(want, rel=0.12)
 
