@@ -6,5 +6,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 echo "== ruff"; ruff check slate tests bench; ruff format --check -q slate tests bench
+echo "== import layers"; lint-imports --no-cache --no-logo
 echo "== mypy"; mypy slate tests bench
 echo "== pytest"; pytest "$@"

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from slate import logs, report
+from slate.evaluate import evaluate
 from slate.model.errors import InputError
 from slate.model.routes_check import check_routing
 from slate.model.routing import load_routing
 from slate.model.scenario_file import load_scenario
 from slate.optimizer.solve import POLICIES, SolveError, run_policy, solve
-from slate.sim.evaluate import evaluate
 
 EXIT_OK = 0
 EXIT_SOLVER = 1

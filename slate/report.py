@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from slate.evaluate import Evaluation
 from slate.model.routing import Routing
 from slate.model.scenario import Scenario
 from slate.optimizer.capacity import Shortfall
-from slate.sim.evaluate import Evaluation
 
 
 @dataclass(frozen=True)

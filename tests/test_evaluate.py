@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from tiny_scenario import tiny
 
+from slate.evaluate import evaluate
 from slate.model.routing import Route, Routing
 from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer.baselines import local_routing
-from slate.sim.evaluate import evaluate
 
 TINY: dict[str, Any] = tiny({"cost_weight_ms_per_usd_hour": 10})
 

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from slate.evaluate import Evaluation
 from slate.model.app import split_endpoint_id
 from slate.model.routing import INGRESS
 from slate.model.scenario import Scenario
@@ -22,7 +23,6 @@ from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer.capacity import endpoint_totals, shortfalls
 from slate.optimizer.keys import route_keys
 from slate.optimizer.solve import DEFAULT_TOLERANCE, POLICIES, PolicyResult, run_policy, solve
-from slate.sim.evaluate import Evaluation
 from slate.sim.synthetic import SyntheticSpec, synthetic_dict, synthetic_scenario
 
 PROPERTY = settings(

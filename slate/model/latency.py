@@ -8,6 +8,10 @@ increasing in `w`, with its slope, and the `capacity` at which the station satur
 
 That is all the optimizer needs (it builds a tangent-line epigraph of `queue_cost`), so curves
 fitted from telemetry plug in beside M/M/c without touching the formulation.
+
+A station model is a *value*: immutable, hashable and compared by value (a frozen dataclass of
+numbers and tuples does it). The optimizer keys shared tangents by it, and the control loop saves,
+restores and compares fitted curves by it; two equal models must give the same curve.
 """
 
 from __future__ import annotations
@@ -18,6 +22,16 @@ from typing import Protocol
 
 
 class StationModel(Protocol):
+    """A station's queueing curve; a frozen, hashable value compared by value (see above).
+
+    `capacity` is the only notion of size anyone may use (the baselines, the capacity check, the
+    LP's caps and the evaluator's utilization all ask it): never `1000 * replicas`.
+    """
+
+    def __hash__(self) -> int: ...
+
+    def __eq__(self, other: object) -> bool: ...
+
     @property
     def capacity(self) -> float:
         """Work rate (ms of service per second) at which utilization reaches 1."""

@@ -4,16 +4,18 @@
   no failover);
 - global: split by replica count over all clusters (one flat Kubernetes Service across the mesh);
 - waterfall: per destination service, each source cluster fills its nearest cluster up to 80% of
-  capacity (ms of work per second), the rest spills, largest overflow first, to the next nearest
-  clusters with spare capacity; once all are full the rest is spread by replica count (Traffic
-  Director's default 'waterfall by region'). Services are processed in call order, upstream first,
-  so each one's demand is known from the routing of its callers.
+  capacity (ms of work per second, as the latency model's station gives it), the rest spills,
+  largest overflow first, to the next nearest clusters with spare capacity; once all are full the
+  rest is spread by replica count (Traffic Director's default 'waterfall by region'). Services are
+  processed in call order, upstream first, so each one's demand is known from the routing of its
+  callers.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from slate.model.latency import LatencyModel
 from slate.model.routing import INGRESS, Route, Routing
 from slate.model.scenario import Scenario
 from slate.optimizer.keys import RouteKey, route_keys
@@ -47,7 +49,10 @@ def global_routing(scenario: Scenario) -> Routing:
     return _routing(out)
 
 
-def waterfall_routing(scenario: Scenario, fill: float = WATERFALL_FILL) -> Routing:
+def waterfall_routing(
+    scenario: Scenario, fill: float = WATERFALL_FILL, latency: LatencyModel | None = None
+) -> Routing:
+    latency = latency or scenario.latency_model()
     app, topo = scenario.app, scenario.topology
     keys = route_keys(scenario)
     keys_into: dict[str, list[RouteKey]] = defaultdict(list)
@@ -80,7 +85,8 @@ def waterfall_routing(scenario: Scenario, fill: float = WATERFALL_FILL) -> Routi
         demand: dict[str, float] = defaultdict(float)
         for k, r in rate.items():
             demand[k.from_cluster] += r * app.endpoint(k.to).service_ms
-        split = _waterfall_split(scenario, sname, dict(demand), fill)
+        spare = {c: fill * latency.station(sname, c).capacity for c in svc.clusters}
+        split = _waterfall_split(scenario, sname, dict(demand), spare)
         for k, r in rate.items():
             weights = split.get(k.from_cluster) or {
                 topo.nearest(k.from_cluster, list(svc.clusters)): 1.0
@@ -92,13 +98,14 @@ def waterfall_routing(scenario: Scenario, fill: float = WATERFALL_FILL) -> Routi
 
 
 def _waterfall_split(
-    scenario: Scenario, service: str, demand: dict[str, float], fill: float
+    scenario: Scenario, service: str, demand: dict[str, float], spare: dict[str, float]
 ) -> dict[str, dict[str, float]]:
-    """Source cluster -> fraction of its demand (ms of work/s) sent to each destination cluster."""
+    """Source cluster -> fraction of its demand (ms of work/s) sent to each destination cluster,
+    given each destination cluster's `spare` work rate (ms/s) below the fill line."""
     topo = scenario.topology
     replicas = scenario.app.service(service).replicas
     clusters = list(replicas)
-    spare = {c: fill * 1000.0 * n for c, n in replicas.items()}
+    spare = dict(spare)
     sent: dict[str, dict[str, float]] = {s: defaultdict(float) for s in demand}
     left = dict(demand)
     by_distance = {s: topo.by_distance(s, clusters) for s in demand}

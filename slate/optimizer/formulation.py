@@ -8,13 +8,18 @@ Variables (all >= 0):
   z[s, j]  the work of station s = (service, cluster), ms of service per second, that falls in
            piece j of the station's cost curve (below).
 
-Constraints (equalities; everything else is a bound on a variable):
+Constraints (equalities; everything else is a bound on a variable, except the caller's rows):
   flow      sum_d y[k, d] = rps of k                                       (ingress keys)
             sum_d y[k, d] = sum_e per_request(e -> to_k) * L[e, c_k]       (service keys)
   load      L[e, c] = sum of y[k, c] over keys k into endpoint e;
   work      w[s] = sum_j z[s, j] = sum_e service_ms_e * L[e, cluster of s];
   capacity  w[s] <= u_s * capacity_s   (u_s = max_utilization, or the least reachable utilization
             of a service that cannot fit; see capacity.py): the pieces end there.
+  work bounds (the caller's, e.g. a fitted curve's trusted range)  lo_s <= w[s] <= hi_s:
+            hi_s shortens the pieces; lo_s is a lower bound on the first pieces (those below lo_s
+            must be full), which is w[s] >= lo_s since a minimum fills the pieces in order.
+  caller's rows (inequalities, bounds.py): route-weight bounds
+            lo * sum_d' y[k, d'] <= y[k, d] <= hi * sum_d' y[k, d'], and any sum coef * y <= upper.
 
 Station cost: w[s] + q_s(w[s]) request-ms per second, where q_s, the queueing cost from the latency
 model, is convex. The LP uses the upper envelope of the tangents of q_s at points w_j (and of 0):
@@ -40,6 +45,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +55,9 @@ import scipy.sparse as sp
 from slate.model.latency import LatencyModel, StationModel
 from slate.model.routing import INGRESS
 from slate.model.scenario import Scenario
+from slate.optimizer.bounds import Constraint, RateRow, WeightBound
 from slate.optimizer.capacity import endpoint_totals
+from slate.optimizer.errors import InfeasibleError, SolveError
 from slate.optimizer.keys import RouteKey, route_keys
 
 GB_PER_KB = 1e-6
@@ -67,8 +75,9 @@ class StationSpec:
     service: str
     cluster: str
     model: StationModel
-    max_work: float  # capacity bound on w
+    max_work: float  # capacity bound on w (and the caller's upper work bound)
     priced: bool  # False for stations that saturate under any routing (their cost is infinite)
+    min_work: float = 0.0  # the caller's lower work bound
     tangents: list[float] = field(default_factory=list)  # work points already in the LP, sorted
     lines: list[tuple[float, float]] = field(default_factory=list)
     """(slope, intercept) of the tangent at each point of `tangents`, in the same order."""
@@ -146,11 +155,13 @@ def _envelope(
 @dataclass(frozen=True)
 class Program:
     """One round's LP, for `scipy.optimize.linprog`: minimise c x + offset subject to
-    a_eq x = b_eq and bounds."""
+    a_eq x = b_eq, a_ub x <= b_ub (the caller's rows; None when there are none) and bounds."""
 
     c: FArray
     a_eq: sp.csc_matrix
     b_eq: FArray
+    a_ub: sp.csc_matrix | None
+    b_ub: FArray | None
     bounds: FArray  # shape (n, 2)
     offset: float
     piece_station: IArray  # station of each piece column
@@ -163,7 +174,7 @@ class Program:
 
     @property
     def n_rows(self) -> int:
-        return len(self.b_eq)
+        return len(self.b_eq) + (0 if self.b_ub is None else len(self.b_ub))
 
 
 @dataclass
@@ -186,6 +197,15 @@ class Formulation:
     """Calls of the keys that aggregate several: (key, L column - n_y or -1, per_request,
     request_kb, response_kb, routing-independent rps of the calling endpoint)."""
     total_rps: float
+    ub: tuple[IArray, IArray, FArray, FArray] = field(
+        default_factory=lambda: (
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0),
+            np.zeros(0),
+        )
+    )
+    """The caller's inequality rows over y columns: (rows, cols, values, upper bounds)."""
 
     @property
     def n_y(self) -> int:
@@ -222,6 +242,7 @@ class Formulation:
         n_y, n_l, n_s = self.n_y, self.n_l, self.n_s
         first_station_row = len(self.keys) + n_l
         lengths: list[float] = []
+        lower: list[float] = []
         slopes: list[float] = []
         owner: list[int] = []
         station_offset = np.zeros(n_s)
@@ -231,6 +252,10 @@ class Formulation:
             slopes += gs
             owner += [s] * len(ls)
             station_offset[s] = at_zero
+            start = 0.0
+            for length in ls:  # the pieces below the lower work bound are full
+                lower.append(min(max(spec.min_work - start, 0.0), length))
+                start += length
         n_p = len(lengths)
         piece_station = np.array(owner, dtype=np.int64)
         piece_slope = np.array(slopes, dtype=float)
@@ -254,11 +279,18 @@ class Formulation:
         )
         bounds = np.zeros((len(c), 2))
         bounds[: n_y + n_l, 1] = np.inf
+        bounds[n_y + n_l :, 0] = lower
         bounds[n_y + n_l :, 1] = lengths
+        ub_rows, ub_cols, ub_vals, b_ub = self.ub
+        a_ub = None
+        if len(b_ub):
+            a_ub = sp.csc_matrix((ub_vals, (ub_rows, ub_cols)), shape=(len(b_ub), n_y + n_l + n_p))
         return Program(
             c=c,
             a_eq=a_eq,
             b_eq=self.b_eq,
+            a_ub=a_ub,
+            b_ub=b_ub if len(b_ub) else None,
             bounds=bounds,
             offset=float(station_offset.sum()) / self.total_rps,
             piece_station=piece_station,
@@ -304,9 +336,14 @@ def build(
     utilization_caps: dict[str, float] | None = None,
     unpriced: set[str] | None = None,
     initial_tangents: int = INITIAL_TANGENTS,
+    *,
+    work_bounds: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+    constraints: Iterable[Constraint] = (),
 ) -> Formulation:
     """Build the LP. `utilization_caps` overrides max_utilization per service (for services that
-    cannot fit); `unpriced` services saturate under any routing and get no queueing cost."""
+    cannot fit); `unpriced` services saturate under any routing and get no queueing cost;
+    `work_bounds` and `constraints` are the caller's (module docstring). Raises InfeasibleError
+    when one station's or one key's bounds cannot hold on their own."""
     app, topo = scenario.app, scenario.topology
     caps = utilization_caps or {}
     unpriced = unpriced or set()
@@ -347,6 +384,7 @@ def build(
             stations.append(
                 StationSpec(svc.name, c, model, u * model.capacity, svc.name not in unpriced)
             )
+    _apply_work_bounds(stations, work_bounds or {})
 
     # Flow rows: +y of the key, -per_request * L of the calling endpoints in the key's cluster.
     rows: list[IArray] = [y_key, n_k + y_load]
@@ -443,6 +481,7 @@ def build(
             np.array(src[5], dtype=float),
         ),
         total_rps=scenario.total_rps,
+        ub=_inequality_rows(keys, key_dsts, topo.clusters, constraints),
     )
     f.update_byte_sizes(None)
     # Stations of one size and cap start with the same tangents (and so the same pieces).
@@ -460,6 +499,117 @@ def build(
         else:
             spec.copy_tangents(seen)
     return f
+
+
+def _apply_work_bounds(
+    stations: list[StationSpec], work_bounds: Mapping[tuple[str, str], tuple[float, float]]
+) -> None:
+    by_name = {(spec.service, spec.cluster): spec for spec in stations}
+    for (service, cluster), (lo, hi) in work_bounds.items():
+        spec = by_name.get((service, cluster))
+        where = f"work bounds of {service}@{cluster}"
+        if spec is None:
+            raise SolveError(f"{where}: no such station (the service is not deployed there)")
+        if math.isnan(lo) or math.isnan(hi) or lo > hi or hi < 0:
+            raise InfeasibleError(f"{where}: [{lo:g}, {hi:g}] ms/s is empty")
+        if lo > spec.max_work * (1 + 1e-12):
+            raise InfeasibleError(
+                f"{where}: the lower bound {lo:g} ms/s is above the station's cap "
+                f"{spec.max_work:g} ms/s (capacity x max_utilization)"
+            )
+        spec.max_work = min(spec.max_work, hi)
+        spec.min_work = max(lo, 0.0)
+
+
+def _inequality_rows(
+    keys: list[RouteKey],
+    key_dsts: list[list[int]],
+    clusters: tuple[str, ...],
+    constraints: Iterable[Constraint],
+) -> tuple[IArray, IArray, FArray, FArray]:
+    """The caller's rows over y columns (module docstring): weight bounds become
+    `(1 - hi) y[k, d] - hi * (the key's other columns) <= 0` and
+    `lo * (the key's other columns) - (1 - lo) y[k, d] <= 0`."""
+    first_col: dict[RouteKey, int] = {}
+    col = 0
+    for k, dsts in zip(keys, key_dsts, strict=True):
+        first_col[k] = col
+        col += len(dsts)
+    key_index = {k: i for i, k in enumerate(keys)}
+    cidx = {c: i for i, c in enumerate(clusters)}
+
+    def columns(key: RouteKey, what: str) -> tuple[int, list[int]]:
+        if key not in key_index:
+            raise SolveError(
+                f"{what}: no route key {key.from_service}@{key.from_cluster} -> {key.to} "
+                "in this scenario"
+            )
+        dsts = key_dsts[key_index[key]]
+        return first_col[key], dsts
+
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    upper: list[float] = []
+    lo_sum: dict[RouteKey, float] = defaultdict(float)
+    hi_of: dict[RouteKey, dict[int, float]] = defaultdict(dict)
+    for con in constraints:
+        if isinstance(con, WeightBound):
+            what = (
+                f"weight bound on {con.key.from_service}@{con.key.from_cluster} -> {con.key.to}"
+                f", cluster {con.cluster}"
+            )
+            start, dsts = columns(con.key, what)
+            d = cidx.get(con.cluster, -1)
+            if con.lo > con.hi:
+                raise InfeasibleError(f"{what}: [{con.lo:g}, {con.hi:g}] is empty")
+            if d not in dsts:
+                if con.lo > 0:
+                    raise InfeasibleError(f"{what}: the destination is not deployed there")
+                continue
+            lo_sum[con.key] += max(con.lo, 0.0)
+            hi_of[con.key][d] = min(hi_of[con.key].get(d, 1.0), con.hi)
+            own = start + dsts.index(d)
+            key_cols = range(start, start + len(dsts))
+            for bound, sign in ((con.hi, 1.0), (con.lo, -1.0)):
+                if (sign > 0 and bound >= 1.0) or (sign < 0 and bound <= 0.0):
+                    continue  # always holds
+                row = len(upper)
+                for j in key_cols:
+                    rows.append(row)
+                    cols.append(j)
+                    vals.append(sign * ((1.0 if j == own else 0.0) - bound))
+                upper.append(0.0)
+        elif isinstance(con, RateRow):
+            row = len(upper)
+            for key, cluster, coef in con.terms:
+                start, dsts = columns(key, f"rate row {con.name!r}")
+                d = cidx.get(cluster, -1)
+                if d in dsts:
+                    rows.append(row)
+                    cols.append(start + dsts.index(d))
+                    vals.append(coef)
+            upper.append(con.upper)
+    for key, total in lo_sum.items():
+        if total > 1.0 + 1e-9:
+            raise InfeasibleError(
+                f"weight bounds on {key.from_service}@{key.from_cluster} -> {key.to}: "
+                f"the lower bounds sum to {total:g} > 1"
+            )
+    for key, his in hi_of.items():
+        dsts = key_dsts[key_index[key]]
+        room = sum(his.get(d, 1.0) for d in dsts)
+        if room < 1.0 - 1e-9:
+            raise InfeasibleError(
+                f"weight bounds on {key.from_service}@{key.from_cluster} -> {key.to}: "
+                f"the upper bounds sum to {room:g} < 1"
+            )
+    return (
+        np.array(rows, dtype=np.int64),
+        np.array(cols, dtype=np.int64),
+        np.array(vals, dtype=float),
+        np.array(upper, dtype=float),
+    )
 
 
 def initial_tangent_points(

@@ -12,6 +12,11 @@ formulation.py).
 
 Demand that cannot fit under max_utilization is not an error: the result carries the shortfalls
 (which services, by how much) and the least overloaded routing (capacity.py).
+
+The caller may bound each station's work (`work_bounds`, ms of work per second: the trusted range
+of a fitted curve) and add rows on route weights or call rates (`constraints`, bounds.py: the
+rollout limit, a minimum local share). Bounds that admit no routing raise InfeasibleError (a
+SolveError) naming the station or key when one alone is impossible.
 """
 
 from __future__ import annotations
@@ -19,19 +24,22 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from scipy.optimize import linprog
 
+from slate.evaluate import Evaluation, evaluate
 from slate.model.latency import LatencyModel
 from slate.model.routing import Prediction, Route, Routing
 from slate.model.scenario import Scenario
 from slate.optimizer import baselines
+from slate.optimizer.bounds import Constraint, feasible_shares, weight_bounds_by_key
 from slate.optimizer.capacity import Shortfall, shortfalls
+from slate.optimizer.errors import InfeasibleError, SolveError
 from slate.optimizer.formulation import Formulation, Program, build
-from slate.sim.evaluate import Evaluation, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +53,7 @@ latency model itself can promise, and one LP round fewer than 1e-4 on large mesh
 priced (10 clusters x 100 services: 1 round, ~2.5 s, instead of 2 rounds, ~5 s)."""
 
 
-class SolveError(RuntimeError):
-    """The LP solver failed (numerical trouble, time limit); the caller keeps its last routing."""
+__all__ = ["POLICIES", "InfeasibleError", "PolicyResult", "SolveError", "run_policy", "solve"]
 
 
 @dataclass(frozen=True)
@@ -88,12 +95,11 @@ def run_policy(
 ) -> PolicyResult:
     if policy == "optimal":
         return solve(scenario, latency)
-    make = {
-        "local": baselines.local_routing,
-        "global": baselines.global_routing,
-        "waterfall": baselines.waterfall_routing,
-    }[policy]
-    routing = make(scenario)
+    if policy == "waterfall":
+        routing = baselines.waterfall_routing(scenario, latency=latency)
+    else:
+        make = {"local": baselines.local_routing, "global": baselines.global_routing}[policy]
+        routing = make(scenario)
     ev = evaluate(scenario, routing, latency)
     return PolicyResult(
         policy, _with_prediction(routing, ev), ev, tuple(shortfalls(scenario, latency))
@@ -104,16 +110,22 @@ def solve(
     scenario: Scenario,
     latency: LatencyModel | None = None,
     *,
+    work_bounds: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+    constraints: Iterable[Constraint] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     max_rounds: int = 12,
 ) -> PolicyResult:
+    """The optimal routing. `work_bounds`: (service, cluster) -> (lo, hi) ms of work per second;
+    `constraints`: WeightBound / RateRow values (bounds.py). Raises InfeasibleError when they
+    admit no routing, SolveError when HiGHS fails."""
     latency = latency or scenario.latency_model()
     started = time.perf_counter()
+    constraints = tuple(constraints or ())
     short = shortfalls(scenario, latency)
     # A service that cannot fit is held at the least utilization any routing gives it.
     caps = {s.service: s.min_utilization * (1 + 1e-7) for s in short}
     unpriced = {s.service for s in short if s.min_utilization >= 1.0}
-    f = build(scenario, latency, caps, unpriced)
+    f = build(scenario, latency, caps, unpriced, work_bounds=work_bounds, constraints=constraints)
 
     # The routing returned is the best of the rounds by its exact objective (the LP's objective
     # plus what it misjudged): with byte sizes re-priced between rounds, rounds need not improve.
@@ -156,7 +168,7 @@ def solve(
         if _state(f) in seen:
             break  # the next LP would be one already solved
     assert best_x is not None and lp is not None
-    routing = _routing(f, best_x)
+    routing = _routing(f, best_x, constraints)
     ev = evaluate(scenario, routing, latency)
     stats = SolveStats(
         variables=lp.n_vars,
@@ -187,7 +199,20 @@ def _solve_lp(lp: Program, total_rps: float, round_: int) -> tuple[np.ndarray, f
     request: per request they are ~1e-4, down where HiGHS's absolute optimality tolerance (1e-7)
     lets it stop short and fill a station's pieces out of order."""
     method = "highs-ipm" if lp.n_rows >= IPM_ROWS else "highs-ds"
-    res = linprog(lp.c * total_rps, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=lp.bounds, method=method)
+    res = linprog(
+        lp.c * total_rps,
+        A_ub=lp.a_ub,
+        b_ub=lp.b_ub,
+        A_eq=lp.a_eq,
+        b_eq=lp.b_eq,
+        bounds=lp.bounds,
+        method=method,
+    )
+    if res.status == 2:
+        raise InfeasibleError(
+            "the work bounds and route constraints together admit no routing "
+            f"(HiGHS: {res.message})"
+        )
     if res.status != 0 or res.x is None:
         raise SolveError(f"HiGHS: {res.message} (status {res.status}, round {round_})")
     return np.asarray(res.x), float(res.fun) / total_rps + lp.offset
@@ -198,9 +223,10 @@ def _state(f: Formulation) -> tuple[int, bytes]:
     return sum(len(spec.tangents) for spec in f.stations), np.round(f.key_kb, 9).tobytes()
 
 
-def _routing(f: Formulation, x: np.ndarray) -> Routing:
+def _routing(f: Formulation, x: np.ndarray, constraints: tuple[Constraint, ...] = ()) -> Routing:
     topo = f.scenario.topology
     app = f.scenario.app
+    bounded = weight_bounds_by_key(constraints)
     y = x[: f.n_y]
     routes: list[Route] = []
     start = 0
@@ -215,7 +241,12 @@ def _routing(f: Formulation, x: np.ndarray) -> Routing:
                 for d, v in zip(dsts, vals, strict=True)
                 if v / total > 1e-7
             }
-        else:  # no traffic on this key: the default, nearest cluster
-            weights = {topo.nearest(k.from_cluster, list(app.service_of(k.to).clusters)): 1.0}
+        else:  # no traffic on this key: the default, nearest cluster (inside its bounds)
+            deployed = list(app.service_of(k.to).clusters)
+            shares = None
+            if k in bounded:
+                lo, hi = bounded[k]
+                shares = feasible_shares(topo.by_distance(k.from_cluster, deployed), lo, hi)
+            weights = shares or {topo.nearest(k.from_cluster, deployed): 1.0}
         routes.append(Route(k.from_service, k.from_cluster, k.to, weights))
     return Routing(tuple(routes))
