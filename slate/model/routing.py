@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from slate.model.errors import InputError
+from slate.model.errors import InputError, finite_number, require
 from slate.model.files import load_document
 
 INGRESS = "ingress"
@@ -118,19 +118,6 @@ class Routing:
         return "\n".join(lines)
 
 
-def _require(obj: Mapping[str, Any], key: str, path: str, kind: type) -> Any:
-    if key not in obj:
-        raise InputError(f"{path}.{key}", "is required")
-    value = obj[key]
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(f"{path}.{key}", f"must be a number, got {value!r}")
-        return float(value)
-    if not isinstance(value, kind):
-        raise InputError(f"{path}.{key}", f"must be a {kind.__name__}, got {value!r}")
-    return value
-
-
 def routing_from_json(data: Any) -> Routing:
     """Parse the route-file contract; raise InputError naming the bad field."""
     if not isinstance(data, dict):
@@ -144,14 +131,13 @@ def routing_from_json(data: Any) -> Routing:
         path = f"routes[{i}]"
         if not isinstance(raw, dict):
             raise InputError(path, "must be an object")
-        frm = _require(raw, "from_service", path, str)
-        cluster = _require(raw, "from_cluster", path, str)
-        to = _require(raw, "to", path, str)
-        weights_raw = _require(raw, "weights", path, dict)
+        frm = require(raw, "from_service", path, str)
+        cluster = require(raw, "from_cluster", path, str)
+        to = require(raw, "to", path, str)
+        weights_raw = require(raw, "weights", path, dict)
         weights: dict[str, float] = {}
         for c, w in weights_raw.items():
-            if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
-                raise InputError(f"{path}.weights.{c}", f"must be a finite number, got {w!r}")
+            w = finite_number(w, f"{path}.weights.{c}")
             if w < 0:
                 raise InputError(f"{path}.weights.{c}", f"must be >= 0, got {w}")
             weights[str(c)] = float(w)

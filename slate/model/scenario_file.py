@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slate.model.app import App, Call, Endpoint, Service, split_endpoint_id
 from slate.model.demand import IngressDemand
-from slate.model.errors import InputError, join_path
+from slate.model.errors import InputError, from_validation_error
 from slate.model.files import load_document
 from slate.model.scenario import Objective, Scenario
 from slate.model.topology import Topology
@@ -68,57 +68,6 @@ class ScenarioFile(_Model):
     objective: ObjectiveFile = ObjectiveFile()
     services: Annotated[dict[str, ServiceFile], Field(min_length=1)]
     ingress: Annotated[list[IngressFile], Field(min_length=1)]
-
-
-_MESSAGES = {
-    "greater_than_equal": "must be >= {ge}",
-    "greater_than": "must be > {gt}",
-    "less_than_equal": "must be <= {le}",
-    "less_than": "must be < {lt}",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "finite_number": "must be a finite number",
-    "int_type": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "string_type": "must be a string",
-    "dict_type": "must be a mapping",
-    "list_type": "must be a list",
-    "too_short": "must have at least {min_length} item(s)",
-    "missing": "is required",
-}
-
-
-def _data_path(loc: tuple[str | int, ...], data: Any, missing: bool) -> list[str | int]:
-    """The location in the user's data: pydantic adds union-branch tags that the file lacks."""
-    out: list[str | int] = []
-    node = data
-    for i, part in enumerate(loc):
-        in_dict = isinstance(node, dict) and part in node
-        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
-        if in_dict or in_list:
-            node = node[part]
-            out.append(part)
-        elif missing and i == len(loc) - 1:
-            out.append(part)
-    return out
-
-
-def _first_schema_error(err: ValidationError, data: Any) -> InputError:
-    errors = err.errors(include_url=False)
-    first = errors[0]
-    kind = first["type"]
-    path = join_path(_data_path(tuple(first["loc"]), data, kind == "missing"))
-    template = _MESSAGES.get(kind)
-    ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in first.get("ctx", {}).items()}
-    msg = template.format(**ctx) if template else first["msg"]
-    if kind != "missing":
-        msg += f" (got {first['input']!r})"
-    # Union types report one error per branch at the same place: count places, not errors.
-    places = {join_path(_data_path(tuple(e["loc"]), data, e["type"] == "missing")) for e in errors}
-    more = len(places - {path})
-    if more:
-        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return InputError(path, msg)
 
 
 def _check_cluster(name: str, clusters: list[str], path: str) -> None:
@@ -294,7 +243,7 @@ def scenario_from_dict(data: Any) -> Scenario:
     try:
         f = ScenarioFile.model_validate(data)
     except ValidationError as e:
-        raise _first_schema_error(e, data) from None
+        raise from_validation_error(e, data) from None
     topology = _topology(f)
     app = _app(f)
     ingress = _ingress(f, app)
