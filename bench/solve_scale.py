@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scipy
 
+from slate.model.keys import route_keys
 from slate.model.scenario import Scenario
-from slate.optimizer.keys import route_keys
 from slate.optimizer.solve import PolicyResult, run_policy, solve
 from slate.sim.synthetic import SLATE_SIZED, SyntheticSpec, synthetic_scenario
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from slate.model.keys import INGRESS, Split, split_or_nearest
 from slate.model.latency import LatencyModel
-from slate.model.routing import INGRESS, Routing
+from slate.model.routing import Routing
 from slate.model.scenario import Scenario
 
 GB_PER_KB = 1e-6
@@ -53,8 +54,8 @@ class Evaluation:
 class RouteResolver:
     """Turns a Routing into splits over the clusters where a destination is deployed.
 
-    A route's weights are normalised over the destination's clusters; a key with no route (or
-    whose weights name no such cluster) goes to the nearest cluster by RTT (scenario-format.md).
+    The rule is the model's `split_or_nearest`: a route's weights normalised over the
+    destination's usable clusters, else the nearest cluster by RTT (scenario-format.md).
     """
 
     def __init__(self, scenario: Scenario, routing: Routing) -> None:
@@ -62,16 +63,14 @@ class RouteResolver:
         self._routing = routing
         self.split = lru_cache(maxsize=None)(self._split)
 
-    def _split(self, src_service: str, src_cluster: str, dst: str) -> tuple[tuple[str, float], ...]:
-        svc = self._scenario.app.service_of(dst)
-        deployed = svc.clusters
+    def _split(self, src_service: str, src_cluster: str, dst: str) -> Split:
         route = self._routing.get(src_service, src_cluster, dst)
-        if route is not None:
-            weights = {c: w for c, w in route.weights.items() if c in svc.replicas and w > 0}
-            total = sum(weights.values())
-            if total > 0:
-                return tuple((c, w / total) for c, w in weights.items())
-        return ((self._scenario.topology.nearest(src_cluster, list(deployed)), 1.0),)
+        return split_or_nearest(
+            self._scenario.topology,
+            src_cluster,
+            self._scenario.app.service_of(dst).clusters,
+            None if route is None else route.weights,
+        )
 
 
 def evaluate(

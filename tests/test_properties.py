@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from slate.evaluate import Evaluation
 from slate.model.app import split_endpoint_id
+from slate.model.keys import route_keys
 from slate.model.routing import INGRESS
 from slate.model.scenario import Scenario
 from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer.capacity import endpoint_totals, shortfalls
-from slate.optimizer.keys import route_keys
 from slate.optimizer.solve import DEFAULT_TOLERANCE, POLICIES, PolicyResult, run_policy, solve
 from slate.sim.synthetic import SyntheticSpec, synthetic_dict, synthetic_scenario
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from slate.model.keys import RouteKey
 from slate.model.latency import MMcLatencyModel, MMcStation
 from slate.model.scenario import Scenario
 from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer.baselines import waterfall_routing
 from slate.optimizer.bounds import RateRow, WeightBound
 from slate.optimizer.errors import InfeasibleError, SolveError
-from slate.optimizer.keys import RouteKey
 from slate.optimizer.solve import solve
 
 TOL = 1e-6

@@ -24,9 +24,9 @@ from typing import Any
 
 from slate.model.errors import InputError, finite_number, require
 from slate.model.files import load_document
+from slate.model.keys import INGRESS, RouteKey
 
-INGRESS = "ingress"
-"""The source service name of ingress gateways."""
+__all__ = ["INGRESS", "Prediction", "Route", "RouteKey", "Routing", "load_routing"]
 
 
 def _frozen(mapping: Mapping[str, float]) -> Mapping[str, float]:
@@ -44,8 +44,8 @@ class Route:
         object.__setattr__(self, "weights", _frozen(self.weights))
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.from_service, self.from_cluster, self.to)
+    def key(self) -> RouteKey:
+        return RouteKey(self.from_service, self.from_cluster, self.to)
 
     def normalized(self) -> dict[str, float]:
         """Weights scaled to sum to 1 (empty if they sum to 0)."""

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from slate.model.keys import INGRESS, RouteKey, route_keys, split_or_nearest
 from slate.model.latency import LatencyModel
-from slate.model.routing import INGRESS, Route, Routing
+from slate.model.routing import Route, Routing
 from slate.model.scenario import Scenario
-from slate.optimizer.keys import RouteKey, route_keys
 
 WATERFALL_FILL = 0.8
 
@@ -33,7 +33,7 @@ def local_routing(scenario: Scenario) -> Routing:
     app, topo = scenario.app, scenario.topology
     return _routing(
         {
-            k: {topo.nearest(k.from_cluster, list(app.service_of(k.to).clusters)): 1.0}
+            k: dict(split_or_nearest(topo, k.from_cluster, app.service_of(k.to).clusters, None))
             for k in route_keys(scenario)
         }
     )
@@ -88,9 +88,9 @@ def waterfall_routing(
         spare = {c: fill * latency.station(sname, c).capacity for c in svc.clusters}
         split = _waterfall_split(scenario, sname, dict(demand), spare)
         for k, r in rate.items():
-            weights = split.get(k.from_cluster) or {
-                topo.nearest(k.from_cluster, list(svc.clusters)): 1.0
-            }
+            weights = dict(
+                split_or_nearest(topo, k.from_cluster, svc.clusters, split.get(k.from_cluster))
+            )
             out[k] = weights
             for c, w in weights.items():
                 loads[(k.to, c)] += r * w

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from slate.optimizer.keys import RouteKey
+from slate.model.keys import RouteKey
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,12 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from slate.model.keys import INGRESS, RouteKey, route_keys
 from slate.model.latency import LatencyModel, StationModel
-from slate.model.routing import INGRESS
 from slate.model.scenario import Scenario
 from slate.optimizer.bounds import Constraint, RateRow, WeightBound
 from slate.optimizer.capacity import endpoint_totals
 from slate.optimizer.errors import InfeasibleError, SolveError
-from slate.optimizer.keys import RouteKey, route_keys
 
 GB_PER_KB = 1e-6
 SECONDS_PER_HOUR = 3600.0

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from slate.evaluate import Evaluation, evaluate
+from slate.model.keys import split_or_nearest
 from slate.model.latency import LatencyModel
 from slate.model.routing import Prediction, Route, Routing
 from slate.model.scenario import Scenario
@@ -247,6 +248,6 @@ def _routing(f: Formulation, x: np.ndarray, constraints: tuple[Constraint, ...] 
             if k in bounded:
                 lo, hi = bounded[k]
                 shares = feasible_shares(topo.by_distance(k.from_cluster, deployed), lo, hi)
-            weights = shares or {topo.nearest(k.from_cluster, deployed): 1.0}
+            weights = shares or dict(split_or_nearest(topo, k.from_cluster, deployed, None))
         routes.append(Route(k.from_service, k.from_cluster, k.to, weights))
     return Routing(tuple(routes))

@@ -1,0 +1,66 @@
+"""Route keys, and the one rule that turns a key's route into a split over clusters.
+
+A key is what one proxy can enforce: (source service, source cluster, destination endpoint).
+Ingress gateways are the source service `ingress`. The rule (scenario-format.md, "Routing and its
+output"): a route's weights are normalised over the clusters that can take the calls (the
+destination is deployed there and the weight is > 0); a key with no route, or whose route names
+no such cluster, goes to the nearest cluster by RTT where the destination is deployed. The
+evaluator, the baselines and the optimizer all apply it through `split_or_nearest`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from slate.model.scenario import Scenario
+    from slate.model.topology import Topology
+
+INGRESS = "ingress"
+"""The source service name of ingress gateways."""
+
+
+class RouteKey(NamedTuple):
+    """A route's key. A tuple, so it equals and hashes like (from_service, from_cluster, to)."""
+
+    from_service: str
+    from_cluster: str
+    to: str  # destination endpoint id `service.endpoint` (or a whole service, in route files)
+
+
+Split = tuple[tuple[str, float], ...]
+"""(destination cluster, share) pairs, shares summing to 1."""
+
+
+def split_or_nearest(
+    topology: Topology,
+    from_cluster: str,
+    deployed: Sequence[str],
+    weights: Mapping[str, float] | None,
+) -> Split:
+    """The split of one key's calls: `weights` normalised over the usable clusters (in `deployed`,
+    weight > 0), else everything to the deployed cluster nearest `from_cluster` by RTT (ties: the
+    declared cluster order)."""
+    if weights:
+        usable = {c: w for c, w in weights.items() if w > 0 and c in deployed}
+        total = sum(usable.values())
+        if total > 0:
+            return tuple((c, w / total) for c, w in usable.items())
+    return ((topology.nearest(from_cluster, list(deployed)), 1.0),)
+
+
+def route_keys(scenario: Scenario) -> list[RouteKey]:
+    """Every key that can carry traffic under some routing, in a deterministic order, so all
+    policies print routes for the same keys."""
+    keys: dict[RouteKey, None] = {}
+    for d in scenario.ingress:
+        for c in d.rps:
+            keys[RouteKey(INGRESS, c, d.endpoint)] = None
+    app = scenario.app
+    for svc in app.services:
+        callees = {call.to: None for e in svc.endpoints for call in e.calls}
+        for c in svc.clusters:
+            for dst in callees:
+                keys[RouteKey(svc.name, c, dst)] = None
+    return list(keys)
