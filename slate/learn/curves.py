@@ -4,7 +4,7 @@ A station's load is its work rate w (ms of service per second, latency.py), and 
 q(w) = rps * (own latency - mean service time) request-ms per second. The learned curve is a shape,
 not two M/M/c parameters (the true service time may itself rise with utilisation):
 
-    q(w) = a * rho^k / (1 - rho) + b * rho^2,    rho = w / capacity,   a, b >= 0, k >= 1
+    q(w) = a * Lq_c(rho) + b * rho^3,    rho = w / capacity,   a, b >= 0
 
 convex and increasing on [0, capacity) (sums and products of non-negative, increasing, convex
 functions), zero at zero, with a pole at `capacity`. For each (k, capacity) on a grid, a and b are
@@ -30,16 +30,20 @@ from slate.model.latency import MMcStation
 FArray = npt.NDArray[np.float64]
 
 CAPACITY_FACTORS: FArray = np.array(
-    [1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.65, 1.8, 2.0, 2.3, 2.6, 3.0, 3.5, 4.0, 5.0, 6.5,
+    [0.8, 0.85, 0.9, 0.95, 1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.65, 1.8, 2.0, 2.3, 2.6, 3.0, 3.5, 4.0, 5.0, 6.5,
      8.0, 10.0]
 )
-"""Capacity candidates, as multiples of the largest work measured."""
+"""Capacity candidates, as multiples of the largest work measured. Below 1: the busiest samples
+were overloaded (a station past saturation is just very slow, its latency no longer a function of
+its load): the fit reads them as RHO_SATURATED."""
+RHO_SATURATED = 0.98
 SERVERS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 """Queue shapes: the mean queue length of M/M/c for these c (scaled freely)."""
 UNIT_SCALE = 1000.0
 """q = 1000 * mean queue length (request-ms per second, Little's law) in any M/M/c: the scale a
 well-sized curve has, used to break ties between shapes the data cannot tell apart."""
-PRIOR_WEIGHT = 0.02
+PRIOR_WEIGHT = 1.0
+TIE_WEIGHT = 0.01
 UNTRUSTED_CAPACITY_FACTOR = 10.0
 """A station that never queued measurably: capacity assumed this many times its largest work."""
 
@@ -61,7 +65,7 @@ def queue_shape(c: int, rho: FArray) -> FArray:
 class FittedStation:
     """A learned station curve, a frozen, hashable StationModel (slate/model/latency.py):
 
-        q(w) = a * Lq_c(rho) + b * rho^2,   rho = w / capacity
+        q(w) = a * Lq_c(rho) + b * rho^3,   rho = w / capacity
 
     with Lq_c the mean queue length of M/M/c (a shape picked from SERVERS) and b a smooth term
     for service times that rise with load."""
@@ -80,7 +84,7 @@ class FittedStation:
             return math.inf
         rho = w / self.capacity
         lq = MMcStation(self.c).queue_cost(rho * 1000.0 * self.c) / 1000.0 if self.a else 0.0
-        return self.a * lq + self.b * rho * rho
+        return self.a * lq + self.b * rho**3
 
     def queue_slope(self, work: float) -> float:
         w = max(work, 0.0)
@@ -88,7 +92,7 @@ class FittedStation:
             return math.inf
         rho = w / self.capacity
         dlq = self.c * MMcStation(self.c).queue_slope(rho * 1000.0 * self.c) if self.a else 0.0
-        return (self.a * dlq + 2.0 * self.b * rho) / self.capacity
+        return (self.a * dlq + 3.0 * self.b * rho * rho) / self.capacity
 
     @property
     def kind(self) -> str:
@@ -122,14 +126,19 @@ class FittedStation:
         return FittedStation(self.capacity * factor, self.a, self.c, self.b, 0.0, 0, self.rmse_ms)
 
 
-def fit_station(work: FArray, rps: FArray, wait_ms: FArray) -> FittedStation | None:
+def fit_station(
+    work: FArray, rps: FArray, wait_ms: FArray, own_ms: FArray | None = None
+) -> FittedStation | None:
     """Fit one station from samples of its work (ms/s), request rate and per-request wait (own
-    latency minus mean service time, ms). None when no sample carries load."""
+    latency minus mean service time, ms). Residuals are relative to the own latency `own_ms`
+    (default: the wait plus the mean service time), so a few overloaded samples do not outweigh
+    the rest. None when no sample carries load."""
     w = np.asarray(work, dtype=float)
     r = np.asarray(rps, dtype=float)
     q = np.asarray(wait_ms, dtype=float)
-    ok = np.isfinite(w) & np.isfinite(r) & np.isfinite(q) & (r > 0) & (w > 0)
-    w, r, q = w[ok], r[ok], np.maximum(q[ok], 0.0)
+    own = np.asarray(own_ms, dtype=float) if own_ms is not None else q + w / np.maximum(r, 1e-12)
+    ok = np.isfinite(w) & np.isfinite(r) & np.isfinite(q) & np.isfinite(own) & (r > 0) & (w > 0)
+    w, r, q, own = w[ok], r[ok], np.maximum(q[ok], 0.0), np.maximum(own[ok], 1e-6)
     if len(w) == 0:
         return None
     w_max = float(w.max())
@@ -138,10 +147,11 @@ def fit_station(work: FArray, rps: FArray, wait_ms: FArray) -> FittedStation | N
         # Never queued measurably: no pole in sight, a guess well past what was seen.
         return FittedStation(w_max * UNTRUSTED_CAPACITY_FACTOR, UNIT_SCALE, 1, 0.0, w_max, n, 0.0)
     caps = w_max * CAPACITY_FACTORS
-    rho = w[None, :] / caps[:, None]  # (C, n)
+    rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)  # (C, n)
     inv_r = 1.0 / r
-    wt = r / r.mean()  # a busier sample's mean is less noisy
-    g2 = rho**2 * inv_r
+    wt = r / own**2  # relative error; a busier sample's mean is less noisy
+    wt = wt / wt.mean()
+    g2 = rho**3 * inv_r
     qq = float((wt * q * q).sum())
     best: tuple[float, float, int, float, float, float] | None = None
     # (score, capacity, c, a, b, sse)
@@ -165,7 +175,9 @@ def fit_station(work: FArray, rps: FArray, wait_ms: FArray) -> FittedStation | N
         sse = np.maximum(sse, 0.0)
         with np.errstate(divide="ignore"):
             prior = np.log(np.maximum(a, 1e-9) / UNIT_SCALE) ** 2
-        score = sse + PRIOR_WEIGHT * (qq / n) * prior
+        # Shapes the data cannot tell apart: the scale nearest to M/M/c's, then the larger
+        # capacity (the trust region bounds how far past the data that optimism is used).
+        score = sse + (qq / n) * (PRIOR_WEIGHT * prior + TIE_WEIGHT * w_max / caps)
         for ci in range(len(caps)):
             val = float(score[ci])
             if math.isfinite(val) and (best is None or val < best[0]):
@@ -173,7 +185,7 @@ def fit_station(work: FArray, rps: FArray, wait_ms: FArray) -> FittedStation | N
     assert best is not None
     _score, cap, c, a, b, sse = best
     rmse = math.sqrt(sse / float(wt.sum()))
-    return FittedStation(cap, a, c, b, w_max, n, rmse)
+    return FittedStation(cap, a, c, b, min(w_max, RHO_SATURATED * cap), n, rmse)
 
 
 def fit_service_times(
