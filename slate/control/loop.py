@@ -41,13 +41,17 @@ from slate.telemetry.observation import Observation, TelemetrySource, TelemetryU
 
 log = logging.getLogger(__name__)
 
-ROLLBACK_TOLERANCE = 0.10
+ROLLBACK_TOLERANCE = 0.25
 """An exploring move is rolled back when measured mean latency rises by more than this fraction."""
 COOLDOWN = 3
 """Intervals without stepping past the measured range after a rollback."""
 STALE_INTERVALS = 3.0
 """Telemetry is stale when its newest sample is older than this many intervals (and the window)."""
 GB_PER_KB = 1e-6
+TRUST_STEP = 2.0
+"""How far past its measured range a station's load may be planned: this many times
+maxShiftPerInterval of its service's total work (the rollout moves at most maxShiftPerInterval of
+each route per interval, so the plan is never more than a couple of intervals ahead of the data)."""
 IMPROVEMENT_DEADBAND = 0.01
 """The weights in force stay when the learned model puts them within 1% of the target's objective."""
 STEP_LENGTHS = (1.0, 0.5, 0.25)
@@ -333,7 +337,7 @@ class ControlLoop:
         for (svc, _c), w in learned.work_now.items():
             total[svc] += w
         last: InfeasibleError | None = None
-        for widen in ((0.0, 1.0, 3.0) if cautious else (1.0, 3.0)):
+        for widen in ((0.0, TRUST_STEP, 3 * TRUST_STEP) if cautious else (TRUST_STEP, 3 * TRUST_STEP)):
             bounds: dict[tuple[str, str], tuple[float, float]] = {}
             for (svc, c), model in learned.latency.curves.items():
                 seen = max(model.valid_up_to, learned.work_now.get((svc, c), 0.0))

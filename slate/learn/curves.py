@@ -30,7 +30,7 @@ from slate.model.latency import MMcStation
 FArray = npt.NDArray[np.float64]
 
 CAPACITY_FACTORS: FArray = np.array(
-    [0.8, 0.85, 0.9, 0.95, 1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.65, 1.8, 2.0, 2.3, 2.6, 3.0, 3.5, 4.0, 5.0, 6.5,
+    [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.65, 1.8, 2.0, 2.3, 2.6, 3.0, 3.5, 4.0, 5.0, 6.5,
      8.0, 10.0]
 )
 """Capacity candidates, as multiples of the largest work measured. Below 1: the busiest samples

@@ -45,7 +45,7 @@ from slate.telemetry.observe import Observer
 Truth = Literal["mmc", "distorted"]
 START = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
 INTERVAL_S = 30.0
-WINDOW_S = 60.0
+WINDOW_S = 30.0
 SCRAPE_S = 15.0
 LOOKBACK_S = 1800.0
 WARMUP_S = 300.0
