@@ -8,4 +8,5 @@ export PATH="$root/.venv/bin:$PATH"
 echo "== ruff"; ruff check slate tests bench; ruff format --check -q slate tests bench
 echo "== import layers"; lint-imports --no-cache --no-logo
 echo "== mypy"; mypy slate tests bench
+echo "== kube-apiserver (built once, cached)"; "$root/scripts/kube-apiserver.sh"
 echo "== pytest"; pytest "$@"

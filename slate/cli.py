@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from slate.xds import cli as xds_cli
 
     xds_cli.register(sub)
+    from slate.operator import cli as operator_cli
+
+    operator_cli.register(sub)
     return parser
 
 

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from slate.model.routing import Routing
+from slate.model.routing import INGRESS, Routing
 from slate.xds import wire
 from slate.xds.endpoints import Endpoints, EndpointSet
 from slate.xds.metrics import XdsMetrics
@@ -42,6 +42,7 @@ from slate.xds.resources import (
 from slate.xds.views import ViewKey
 
 _BODY_MEMO_LIMIT = 20_000
+_BODY_MEMO_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -95,6 +96,67 @@ class Watcher(Protocol):
         ...
 
 
+class ServicesWatcher(Protocol):
+    """A stream holding names that do not exist (yet): told when the set of services changes."""
+
+    def services_changed(self, started: float) -> None: ...
+
+
+class ConfigCache(Protocol):
+    """What the xDS server reads: resources per (view, name), and who to tell when they change.
+
+    `XdsCache` is the writable implementation (`WritableCache`); `FollowerCache` (follower.py) is
+    a read-only one fed from the routes a leader wrote into policy status. Both run on the
+    server's event loop.
+    """
+
+    @property
+    def routing(self) -> Routing: ...
+
+    @property
+    def endpoints(self) -> EndpointSet: ...
+
+    def resource(self, view: ViewKey, name: str) -> Resource | None: ...
+
+    def names(self, view: ViewKey) -> frozenset[str]: ...
+
+    def knows(self, name: str) -> bool: ...
+
+    def knows_view(self, view: ViewKey) -> bool: ...
+
+    def empty_resource(self, name: str) -> Resource: ...
+
+    def sotw_response(
+        self, resources: Sequence[Resource]
+    ) -> tuple[bytes, str, Mapping[str, str]]: ...
+
+    def delta_body(self, resources: Sequence[Resource], removed: Sequence[str]) -> bytes: ...
+
+    def watch(self, watcher: Watcher, view: ViewKey, names: Iterable[str]) -> None: ...
+
+    def unwatch(self, watcher: Watcher, view: ViewKey, names: Iterable[str]) -> None: ...
+
+    def watch_all(self, watcher: Watcher, view: ViewKey) -> None: ...
+
+    def unwatch_all(self, watcher: Watcher, view: ViewKey) -> None: ...
+
+    def watch_services(self, watcher: ServicesWatcher, view: ViewKey) -> None: ...
+
+    def unwatch_services(self, watcher: ServicesWatcher, view: ViewKey) -> None: ...
+
+
+class WritableCache(ConfigCache, Protocol):
+    """A cache the control loop (leader) writes to."""
+
+    def set_routing(self, routing: Routing) -> UpdateResult: ...
+
+    def set_endpoints(self, endpoints: EndpointSet) -> UpdateResult: ...
+
+    def update(
+        self, routing: Routing | None = None, endpoints: EndpointSet | None = None
+    ) -> UpdateResult: ...
+
+
 @dataclass(frozen=True)
 class UpdateResult:
     generation: int
@@ -122,8 +184,13 @@ class XdsCache:
         self._resources: dict[tuple[ViewKey, str], Resource | None] = {}
         self._watchers: dict[tuple[ViewKey, str], set[Watcher]] = defaultdict(set)
         self._wildcard: dict[ViewKey, set[Watcher]] = defaultdict(set)
+        self._waiting: set[ServicesWatcher] = set()
+        """Watchers with names whose service is unknown: told when the services change."""
         self._names: dict[ViewKey, frozenset[str]] = {}
         self._bodies: dict[tuple[object, ...], tuple[bytes, str, Mapping[str, str]]] = {}
+        self._body_bytes = 0
+        self._known_clusters: frozenset[str] = frozenset()
+        self._clusters_of: EndpointSet | None = None
         self._empty: dict[str, Resource] = {}
         # Views whose plan for a name is the same share one Resource (built once, not per view).
         self._interned: dict[tuple[str, LocalityPlan], Resource] = {}
@@ -146,10 +213,31 @@ class XdsCache:
         try:
             return self._resources[key]
         except KeyError:
+            if not self.knows(name):
+                return None  # nothing is built or kept for names that do not exist
             res = self._build(view, name, None)
             self._resources[key] = res
             self._record_version(view, name, res)
             return res
+
+    def knows_view(self, view: ViewKey) -> bool:
+        """Whether the view's service and cluster are names slate knows (from the routing or the
+        endpoints), as opposed to whatever a client put in its node."""
+        eps = self._endpoints
+        if self._clusters_of is not eps:
+            self._known_clusters = frozenset(c for by in eps.services.values() for c in by)
+            self._clusters_of = eps
+        index = self._index
+        service_ok = (
+            view.service == INGRESS or view.service in index.sources or view.service in eps.services
+        )
+        return service_ok and (
+            view.cluster in index.clusters or view.cluster in self._known_clusters
+        )
+
+    def knows(self, name: str) -> bool:
+        """Whether `name`'s service exists (has an entry in the endpoints)."""
+        return name.split(".", 1)[0] in self._endpoints.services
 
     def names(self, view: ViewKey) -> frozenset[str]:
         """What a wildcard subscription from `view` gets: every service with an endpoints entry,
@@ -198,7 +286,9 @@ class XdsCache:
 
     def delta_body(self, resources: Sequence[Resource], removed: Sequence[str]) -> bytes:
         """DeltaDiscoveryResponse bytes without nonce, shared by identical content."""
-        key = ("delta", tuple(resources), tuple(removed))
+        if removed:  # removals are per stream (often names that never existed): not memoised
+            return wire.delta_body(CLA_TYPE_URL, (r.delta_bytes for r in resources), removed)
+        key = ("delta", tuple(resources))
         got = self._bodies.get(key)
         if got is None:
             body = wire.delta_body(CLA_TYPE_URL, (r.delta_bytes for r in resources), removed)
@@ -208,9 +298,11 @@ class XdsCache:
     def _remember(
         self, key: tuple[object, ...], value: tuple[bytes, str, Mapping[str, str]]
     ) -> tuple[bytes, str, Mapping[str, str]]:
-        if len(self._bodies) >= _BODY_MEMO_LIMIT:
+        if len(self._bodies) >= _BODY_MEMO_LIMIT or self._body_bytes > _BODY_MEMO_BYTES:
             self._bodies.clear()
+            self._body_bytes = 0
         self._bodies[key] = value
+        self._body_bytes += len(value[0])
         return value
 
     # ---- watching --------------------------------------------------------------------------
@@ -227,6 +319,13 @@ class XdsCache:
                 ws.discard(watcher)
                 if not ws:
                     del self._watchers[key]
+
+    def watch_services(self, watcher: ServicesWatcher, view: ViewKey) -> None:
+        """Hear (`services_changed`) when the set of services changes."""
+        self._waiting.add(watcher)
+
+    def unwatch_services(self, watcher: ServicesWatcher, view: ViewKey) -> None:
+        self._waiting.discard(watcher)
 
     def watch_all(self, watcher: Watcher, view: ViewKey) -> None:
         """Wildcard: hear about every name of the view, including names that appear later."""
@@ -254,10 +353,13 @@ class XdsCache:
         started = time.monotonic()
         if routing is not None:
             self._index = RouteIndex(routing)
+        services_changed = False
         if endpoints is not None:
+            services_changed = set(endpoints.services) != set(self._endpoints.services)
             self._endpoints = endpoints
         self.generation += 1
         self._bodies.clear()
+        self._body_bytes = 0
         self._empty.clear()
         self._interned.clear()
 
@@ -281,6 +383,9 @@ class XdsCache:
                     changed[view].append(name)
 
         notified = self._notify(changed, started)
+        if services_changed:
+            for w in list(self._waiting):
+                w.services_changed(started)
         seconds = time.monotonic() - started
         if self.metrics is not None:
             self.metrics.cache_generation.set(self.generation)

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from slate.logs import LEVELS, configure, kv
@@ -21,8 +22,9 @@ from slate.model.errors import InputError
 from slate.model.routing import Routing, load_routing
 from slate.xds.cache import XdsCache
 from slate.xds.endpoints import EndpointSet, StaticEndpointSource
-from slate.xds.filewatch import file_signature, watch_file
+from slate.xds.filewatch import describe_failure, file_signature, load_safely, watch_file
 from slate.xds.metrics import XdsMetrics
+from slate.xds.protocol import DEFAULT_LIMITS, Limits
 from slate.xds.resources import ClaOptions
 from slate.xds.server import XdsServer, tune_gc
 
@@ -63,6 +65,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seconds between checks of the input files (default 1)",
     )
     s.add_argument(
+        "--max-names",
+        type=int,
+        default=DEFAULT_LIMITS.max_names,
+        help="resource names one request may name and one stream may subscribe to "
+        f"(default {DEFAULT_LIMITS.max_names}); more ends the stream with RESOURCE_EXHAUSTED",
+    )
+    s.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=DEFAULT_LIMITS.max_request_bytes,
+        help=f"largest request accepted (default {DEFAULT_LIMITS.max_request_bytes})",
+    )
+    s.add_argument(
         "--log-level",
         default=None,
         choices=LEVELS,
@@ -78,14 +93,20 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError("--weight-total", f"must be >= 1, got {args.weight_total}")
     if not args.reload_interval > 0:
         raise InputError("--reload-interval", f"must be > 0, got {args.reload_interval}")
+    if args.max_names < 1:
+        raise InputError("--max-names", f"must be >= 1, got {args.max_names}")
+    if args.max_request_bytes < 1024:
+        raise InputError("--max-request-bytes", f"must be >= 1024, got {args.max_request_bytes}")
     routes_signature = file_signature(args.routes)
-    routing = load_routing(args.routes)  # InputError -> exit 2
+    routing = load_safely(load_routing, args.routes)  # any failure -> InputError -> exit 2
     metrics = XdsMetrics()
     source = StaticEndpointSource(
         args.endpoints,
         args.reload_interval,
-        on_reject=lambda _r: metrics.reloads.labels("endpoints", "rejected").inc(),
+        on_reject=lambda _r: metrics.reload_rejected("endpoints"),
     )
+    metrics.last_reload_success.labels("routes").set_to_current_time()
+    metrics.last_reload_success.labels("endpoints").set_to_current_time()
     cache = XdsCache(
         routing,
         source.current(),
@@ -102,12 +123,13 @@ async def _run(
     metrics: XdsMetrics,
     routes_signature: tuple[int, int, int] | None,
 ) -> int:
-    server = XdsServer(cache, metrics=metrics)
+    limits = Limits(max_names=args.max_names, max_request_bytes=args.max_request_bytes)
+    server = XdsServer(cache, metrics=metrics, limits=limits)
     try:
-        port = await server.start(f"{args.host}:{args.port}")
+        port = await server.start(host_port(args.host, args.port))
     except OSError as e:
         raise InputError("--port", str(e)) from None
-    ready = f"slate xds: serving on {args.host}:{port}"
+    ready = f"slate xds: serving on {host_port(args.host, port)}"
     http = None
     if args.metrics_port is not None:
         try:
@@ -115,7 +137,7 @@ async def _run(
         except OSError as e:
             await server.stop(grace=0)
             raise InputError("--metrics-port", f"cannot listen: {e.strerror}") from None
-        ready += f" metrics on {args.host}:{http.server_port}"
+        ready += f" metrics on {host_port(args.host, http.server_port)}"
     tune_gc()
     print(ready, flush=True)
 
@@ -124,20 +146,29 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    async def follow_routes() -> None:
-        def rejected(_reason: str) -> None:
-            metrics.reloads.labels("routes", "rejected").inc()
+    signature = [routes_signature]
 
+    async def follow_routes() -> None:
         async for routing in watch_file(
-            args.routes, load_routing, args.reload_interval, routes_signature, rejected
+            args.routes,
+            load_routing,
+            args.reload_interval,
+            signature[0],
+            lambda _reason: metrics.reload_rejected("routes"),
         ):
+            signature[0] = file_signature(args.routes)
             _apply(cache, metrics, "routes", routing=routing)
 
     async def follow_endpoints() -> None:
         async for endpoints in source.updates():
             _apply(cache, metrics, "endpoints", endpoints=endpoints)
 
-    tasks = [asyncio.create_task(follow_routes()), asyncio.create_task(follow_endpoints())]
+    tasks = [
+        asyncio.create_task(_supervised("routes", follow_routes, metrics, args.reload_interval)),
+        asyncio.create_task(
+            _supervised("endpoints", follow_endpoints, metrics, args.reload_interval)
+        ),
+    ]
     try:
         await stop.wait()
     finally:
@@ -149,6 +180,30 @@ async def _run(
     return 0
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 literal in brackets (`[::1]:18000`) as gRPC and URLs want it."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+async def _supervised(
+    file: str, follow: Callable[[], Awaitable[None]], metrics: XdsMetrics, interval: float
+) -> None:
+    """Run a file follower forever: if it fails (a bug, not a bad file: those it skips itself),
+    log and count the failure and start it again, so reloads never stop silently."""
+    while True:
+        try:
+            await follow()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            metrics.reload_failures.labels(file).inc()
+            reason = describe_failure(e)
+            log.error("%s", kv("reload_failed", file=file, reason=reason), exc_info=True)
+        await asyncio.sleep(interval)
+
+
 def _apply(
     cache: XdsCache,
     metrics: XdsMetrics,
@@ -157,7 +212,7 @@ def _apply(
     endpoints: EndpointSet | None = None,
 ) -> None:
     result = cache.update(routing=routing, endpoints=endpoints)
-    metrics.reloads.labels(file, "applied").inc()
+    metrics.reload_applied(file)
     log.info(
         "%s",
         kv(

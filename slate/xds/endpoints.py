@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from slate.model.errors import InputError
 from slate.model.files import load_document
-from slate.xds.filewatch import file_signature, watch_file
+from slate.xds.filewatch import file_signature, load_safely, watch_file
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -163,8 +163,8 @@ class EndpointSource(Protocol):
 class StaticEndpointSource:
     """Endpoints from an ENDPOINTS.yaml file, re-read when the file changes.
 
-    The constructor raises InputError if the file is bad, so a server never starts without
-    endpoints; a bad file later is logged and the previous endpoints stay in force.
+    The constructor raises InputError if the file is bad (whatever the failure), so a server never
+    starts without endpoints; a bad file later is logged and the previous endpoints stay in force.
     """
 
     def __init__(
@@ -177,7 +177,7 @@ class StaticEndpointSource:
         self.poll_interval = poll_interval
         self.on_reject = on_reject
         self._signature = file_signature(self.path)
-        self._current = load_endpoints(self.path)
+        self._current = load_safely(load_endpoints, self.path)
 
     def current(self) -> EndpointSet:
         return self._current

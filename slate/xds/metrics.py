@@ -68,6 +68,27 @@ class XdsMetrics:
             registry=r,
         )
 
+        self.reload_failures = Counter(
+            "slate_xds_reload_failures",
+            "Input file changes that could not be read or parsed (the previous state stays).",
+            ["file"],
+            registry=r,
+        )
+        self.last_reload_success = Gauge(
+            "slate_xds_last_reload_success_timestamp_seconds",
+            "Unix time at which an input file was last read and applied successfully.",
+            ["file"],
+            registry=r,
+        )
+
+    def reload_rejected(self, file: str) -> None:
+        self.reloads.labels(file, "rejected").inc()
+        self.reload_failures.labels(file).inc()
+
+    def reload_applied(self, file: str) -> None:
+        self.reloads.labels(file, "applied").inc()
+        self.last_reload_success.labels(file).set_to_current_time()
+
     def serve_http(self, port: int, host: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:
         """Serve /metrics on host:port from a daemon thread (port 0 picks a free one)."""
         return start_http_server(port, addr=host, registry=self.registry)

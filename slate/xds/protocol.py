@@ -34,7 +34,8 @@ from typing import Any, NamedTuple
 import grpc
 
 from slate.logs import kv
-from slate.xds.cache import Resource, XdsCache
+from slate.xds.cache import ConfigCache, Resource
+from slate.xds.callbacks import Callbacks
 from slate.xds.resources import CLA_TYPE_URL
 from slate.xds.views import InvalidNode, NodeMapper, ViewKey
 from slate.xds.wire import with_nonce
@@ -47,6 +48,38 @@ SOTW, DELTA = "sotw", "delta"
 _MAX_OUTSTANDING = 64
 _NACK_MESSAGE_LIMIT = 500
 _ABSENT = ""  # delta: the client was told the resource does not exist
+_RESEND = "-"  # delta: the client dropped this one; its state must go out again
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may make the server do (`slate xds serve` flags in brackets).
+
+    Requests over `max_request_bytes` are refused by gRPC itself (RESOURCE_EXHAUSTED) before they
+    are decoded; a request naming more than `max_names` resources, or a delta stream whose
+    subscriptions would grow past it, ends that stream with RESOURCE_EXHAUSTED and a message
+    naming the flag. `slice_names` bounds the names handled in one go before other streams get
+    the event loop back, so no single request stalls the rest for long.
+    """
+
+    max_names: int = 10_000
+    """Resource names per request and subscribed per stream [--max-names]."""
+    max_request_bytes: int = 1 << 20
+    """Serialised size of one request [--max-request-bytes]."""
+    slice_names: int = 500
+    """Names considered per step of building a response (then the loop yields)."""
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def clip(text: object, limit: int = 200) -> str:
+    """A client-supplied string fit for a log line: at most `limit` characters, control characters
+    escaped (logfmt quoting then escapes quotes and backslashes)."""
+    s = str(text)
+    if len(s) > limit:
+        s = s[:limit] + f"...(+{len(s) - limit} chars)"
+    return s.encode("unicode_escape").decode("ascii") if not s.isprintable() else s
 
 
 class ProtocolError(Exception):
@@ -96,15 +129,19 @@ class StreamState:
 
     def __init__(
         self,
-        cache: XdsCache,
+        cache: ConfigCache,
         node_mapper: NodeMapper,
         *,
         api: str,
         wake: Callable[[], None] = lambda: None,
         on_ack: Callable[[StreamState, bool], None] | None = None,
         on_nack: Callable[[NackRecord], None] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        callbacks: Callbacks | None = None,
     ) -> None:
         self.cache = cache
+        self.limits = limits
+        self.callbacks = callbacks
         self.node_mapper = node_mapper
         self.api = api
         self._wake = wake
@@ -113,6 +150,9 @@ class StreamState:
         self.node_id = ""
         self.view: ViewKey | None = None
         self.explicit: set[str] = set()
+        self.unknown: set[str] = set()
+        """Explicit names whose service the cache does not know (yet): not watched one by one,
+        nothing built or cached for them; the cache says when the set of services changes."""
         self.wildcard = False
         self.sent: dict[str, str] = {}
         self.acked: dict[str, str] = {}
@@ -123,6 +163,8 @@ class StreamState:
         self._dirty_since: float | None = None
         self._nonce = 0
         self._closed = False
+        self._legacy = False
+        """Legacy wildcard: the first request named nothing, and none since has named anything."""
 
     # ---- cache notifications -----------------------------------------------------------------
 
@@ -132,7 +174,29 @@ class StreamState:
             self._dirty_since = started
         self._wake()
 
+    def services_changed(self, started: float) -> None:
+        """The cache's set of services changed: watch the names that now exist."""
+        view = self.view
+        if view is None or not self.unknown:
+            return
+        known = {n for n in self.unknown if self.cache.knows(n)}
+        if not known:
+            return
+        self.unknown -= known
+        if not self.unknown:
+            self.cache.unwatch_services(self, view)
+        self.cache.watch(self, view, known)
+        self.resources_changed(sorted(known), started)
+
     # ---- requests ------------------------------------------------------------------------------
+
+    def _check_count(self, count: int, what: str) -> None:
+        limit = self.limits.max_names
+        if count > limit:
+            raise ProtocolError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{what} {count} resource names; the limit is {limit} (--max-names)",
+            )
 
     def _identify(self, node: Any | None) -> ViewKey:
         if node is None:
@@ -159,7 +223,7 @@ class StreamState:
         """ACK or NACK the response with this nonce (no-op for stale/unknown nonces)."""
         versions = self._outstanding.pop(nonce, None)
         if versions is None:
-            log.debug("%s", kv("stale_nonce", node=self.node_id, view=self.view, nonce=nonce))
+            log.debug("%s", kv("stale_nonce", node=clip(self.node_id), nonce=clip(nonce)))
             return
         # Responses are processed in order: anything sent before this one is settled too.
         while self._outstanding and int(next(iter(self._outstanding))) < int(nonce):
@@ -175,6 +239,8 @@ class StreamState:
                     del nacked[name]
             if self._on_ack is not None:
                 self._on_ack(self, True)
+            if self.callbacks is not None:
+                self.callbacks.on_ack(self, nonce)
             return
         self.nacked.update((n, v) for n, v in versions.items() if v != _ABSENT)
         record = NackRecord(
@@ -190,36 +256,52 @@ class StreamState:
             "%s",
             kv(
                 "nack",
-                node=record.node_id,
-                view=record.view,
+                node=clip(record.node_id),
+                view=clip(record.view),
                 mode=self.mode,
                 nonce=nonce,
                 resources=",".join(f"{n}={v}" for n, v in sorted(versions.items())),
                 code=record.code,
-                detail=record.message,
+                detail=clip(record.message, _NACK_MESSAGE_LIMIT),
             ),
         )
         if self._on_ack is not None:
             self._on_ack(self, False)
         if self._on_nack is not None:
             self._on_nack(record)
+        if self.callbacks is not None:
+            self.callbacks.on_nack(self, record)
 
     def _set_subscription(self, explicit: set[str], wildcard: bool) -> None:
         view = self.view
         assert view is not None
+        self._check_count(len(explicit), "the stream would subscribe to")
+        cache = self.cache
         added, removed = explicit - self.explicit, self.explicit - explicit
-        self.cache.watch(self, view, added)
-        self.cache.unwatch(self, view, removed)
+        had_unknown = bool(self.unknown)
+        if removed:
+            gone = removed & self.unknown
+            self.unknown -= gone
+            cache.unwatch(self, view, removed - gone)
+        if added:
+            unknown = {n for n in added if not cache.knows(n)}
+            self.unknown |= unknown
+            cache.watch(self, view, added - unknown if unknown else added)
+            self._dirty |= added
+        if bool(self.unknown) != had_unknown:
+            if self.unknown:
+                cache.watch_services(self, view)
+            else:
+                cache.unwatch_services(self, view)
         self.explicit = explicit
-        self._dirty |= added
         if wildcard != self.wildcard:
             self.wildcard = wildcard
             if wildcard:
-                self.cache.watch_all(self, view)
-                self._dirty |= self.cache.names(view)
+                cache.watch_all(self, view)
+                self._dirty |= cache.names(view)
             else:
-                self.cache.unwatch_all(self, view)
-                removed |= self.cache.names(view) - explicit
+                cache.unwatch_all(self, view)
+                removed |= cache.names(view) - explicit
         for name in removed:
             if not self._wanted(name):
                 self.sent.pop(name, None)
@@ -235,10 +317,18 @@ class StreamState:
     def next_response(self) -> Outgoing | None:
         """What to send now, if anything; records it as sent."""
         if not self._dirty or self.view is None or self._closed:
+            self._dirty.clear()
             return None
-        names = sorted(self._dirty)
-        self._dirty.clear()
-        started, self._dirty_since = self._dirty_since, None
+        dirty = self._dirty
+        started = self._dirty_since
+        if len(dirty) <= self.limits.slice_names:
+            names = sorted(dirty)
+            dirty.clear()
+            self._dirty_since = None
+        else:
+            # One slice now; the rest on the next call, after other streams had their turn.
+            names = sorted(dirty)[: self.limits.slice_names]
+            dirty.difference_update(names)
         out = self._build(names)
         if out is None:
             return None
@@ -266,7 +356,9 @@ class StreamState:
             self._closed = True
             return
         self._closed = True
-        self.cache.unwatch(self, self.view, self.explicit)
+        self.cache.unwatch(self, self.view, self.explicit - self.unknown)
+        if self.unknown:
+            self.cache.unwatch_services(self, self.view)
         if self.wildcard:
             self.cache.unwatch_all(self, self.view)
 
@@ -292,19 +384,30 @@ class SotwStream(StreamState):
         if first:
             self._identify(req.node if req.HasField("node") else None)
         self._check_type(req.type_url)
-        if req.response_nonce:
-            self._resolve(
-                req.response_nonce, req.error_detail if req.HasField("error_detail") else None
-            )
+        nonce = req.response_nonce
+        if nonce and self._nonce and nonce != str(self._nonce):
+            # A stale request (it answers an earlier response than the latest): the protocol
+            # says to ignore it; the client sends its current interest with the latest nonce.
+            log.debug("%s", kv("stale_nonce", node=clip(self.node_id), nonce=clip(nonce)))
+            return
+        if nonce:
+            self._resolve(nonce, req.error_detail if req.HasField("error_detail") else None)
+        self._check_count(len(req.resource_names), "the request names")
         names = set(req.resource_names)
-        if not first and not self.wildcard and names == self.explicit:
+        if first:
+            self._legacy = not names
+        if self._legacy:
+            if not names:
+                # Legacy wildcard (an empty first request) lasts while requests stay empty.
+                if first:
+                    self._set_subscription(set(), True)
+                return
+            self._legacy = False  # any name, '*' included, ends it for good
+        elif not first and names == self.explicit and not self.wildcard:
             return  # the usual ACK/NACK: subscription unchanged
-        if WILDCARD in names:
-            names.discard(WILDCARD)
-            wildcard = True
-        else:
-            # Legacy wildcard: an empty first request; it lasts until names are sent.
-            wildcard = (first or self.wildcard) and not names
+        wildcard = WILDCARD in names
+        names.discard(WILDCARD)
+        # Outside legacy mode an empty list subscribes to nothing, even after ['*'].
         self._set_subscription(names, wildcard)
 
     def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
@@ -320,7 +423,11 @@ class SotwStream(StreamState):
                 continue
             res = cache.resource(view, name) if wanted else None
             if res is None:
-                res = cache.empty_resource(name)
+                if name not in sent:
+                    # Never existed for this stream: SotW EDS need not answer (the client's
+                    # does-not-exist timer covers it), and nothing is allocated per such name.
+                    continue
+                res = cache.empty_resource(name)  # it existed: tell the client it is empty now
             version = res.version
             if sent.get(name) != version and nacked.get(name) != version:
                 out.append(res)
@@ -344,19 +451,30 @@ class DeltaStream(StreamState):
             self._resolve(
                 req.response_nonce, req.error_detail if req.HasField("error_detail") else None
             )
+        self._check_count(
+            len(req.resource_names_subscribe) + len(req.resource_names_unsubscribe),
+            "the request names",
+        )
+        subscribe = set(req.resource_names_subscribe)
+        unsubscribe = set(req.resource_names_unsubscribe)
         if first:
             for name, version in req.initial_resource_versions.items():
                 self.sent[name] = version
                 self._dirty.add(name)
-        subscribe = set(req.resource_names_subscribe)
-        unsubscribe = set(req.resource_names_unsubscribe)
+            self._legacy = not subscribe
+            if self._legacy:
+                self._set_subscription(set(), True)
+        if self._legacy:
+            if not subscribe:
+                # Legacy wildcard lasts until the client subscribes to something; only a
+                # subscription ends it (unsubscribing, even from '*', does not).
+                return
+            self._legacy = False  # the wildcard itself stays until '*' is unsubscribed
         wildcard = self.wildcard
         if WILDCARD in subscribe:
             wildcard = True
         if WILDCARD in unsubscribe:
             wildcard = False
-        if first and not subscribe:
-            wildcard = True  # legacy wildcard: lasts until '*' is unsubscribed
         # Subscribing again to a subscribed name asks for it again (the client may have lost it).
         again = set() if first else subscribe & self.explicit
         explicit = (self.explicit | subscribe) - unsubscribe - {WILDCARD}
@@ -364,6 +482,12 @@ class DeltaStream(StreamState):
         for name in again:
             self.sent.pop(name, None)
             self._dirty.add(name)
+        if wildcard:
+            # Unsubscribing a name while subscribed to the wildcard: the client dropped it and
+            # expects its state again, the resource if it still exists or its removal if not.
+            for name in unsubscribe - {WILDCARD}:
+                self.sent[name] = _RESEND
+                self._dirty.add(name)
 
     def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
         view, cache, sent, nacked = self.view, self.cache, self.sent, self.nacked

@@ -19,7 +19,7 @@ import collections
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -28,18 +28,22 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from slate.logs import kv
-from slate.xds.cache import XdsCache
+from slate.xds.cache import ConfigCache
+from slate.xds.callbacks import CallbackList, Callbacks, MetricsCallbacks, NackHistory
 from slate.xds.metrics import XdsMetrics
 from slate.xds.protocol import (
     ADS,
+    DEFAULT_LIMITS,
     DELTA,
     EDS,
     SOTW,
     DeltaStream,
+    Limits,
     NackRecord,
     ProtocolError,
     SotwStream,
     StreamState,
+    clip,
 )
 from slate.xds.views import NodeMapper, plain_envoy_view
 
@@ -85,17 +89,26 @@ class XdsServer:
 
     def __init__(
         self,
-        cache: XdsCache,
+        cache: ConfigCache,
         *,
         node_mapper: NodeMapper = plain_envoy_view,
         metrics: XdsMetrics | None = None,
         nack_history: int = 100,
+        limits: Limits = DEFAULT_LIMITS,
+        callbacks: Sequence[Callbacks] = (),
     ) -> None:
         self.cache = cache
+        self.limits = limits
         self.node_mapper = node_mapper
-        self.metrics = metrics if metrics is not None else (cache.metrics or XdsMetrics())
+        own = getattr(cache, "metrics", None)
+        self.metrics = metrics if metrics is not None else (own or XdsMetrics())
         self.streams: set[StreamState] = set()
-        self.recent_nacks: collections.deque[NackRecord] = collections.deque(maxlen=nack_history)
+        history = NackHistory(nack_history)
+        self.recent_nacks: collections.deque[NackRecord] = history.records
+        self.callbacks = CallbackList(
+            [MetricsCallbacks(self.metrics, cache.knows_view), history, *callbacks]
+        )
+        """Every stream's hooks: metrics and the NACK history first, then the embedding's."""
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self._closing = False
@@ -105,7 +118,11 @@ class XdsServer:
         """Listen on `address` (host:port, port 0 = any free port); returns the port.
 
         Raises OSError if the address cannot be bound."""
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        options = [
+            *SERVER_OPTIONS,
+            ("grpc.max_receive_message_length", self.limits.max_request_bytes),
+        ]
+        server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers(self._handlers())
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -185,33 +202,26 @@ class XdsServer:
         wake = asyncio.Event()
         self._wakes.add(wake)
         kind = SotwStream if mode == SOTW else DeltaStream
-        counters: dict[bool, Any] = {}
-
-        def count_ack(s: StreamState, ok: bool) -> None:
-            counter = counters.get(ok)
-            if counter is None:
-                family = self.metrics.acks if ok else self.metrics.nacks
-                counter = counters[ok] = family.labels(s.mode, str(s.view))
-            counter.inc()
-
+        callbacks = self.callbacks
         stream = kind(
             self.cache,
             self.node_mapper,
             api=api,
             wake=wake.set,
-            on_ack=count_ack,
-            on_nack=self.recent_nacks.append,
+            limits=self.limits,
+            callbacks=callbacks,
         )
         self.streams.add(stream)
-        state: dict[str, Any] = {"ended": False, "error": None}
+        state: dict[str, Any] = {"ended": False, "error": None, "opened": False}
 
         async def read() -> None:
             try:
                 async for req in requests:
-                    was_new = stream.view is None
                     stream.on_request(req)
-                    if was_new:
-                        self._count_stream(stream, +1)
+                    if not state["opened"]:
+                        state["opened"] = True
+                        callbacks.on_stream_open(stream)
+                    callbacks.on_stream_request(stream, req)
                     if stream.has_pending:  # a plain ACK usually leaves nothing to send
                         wake.set()
             except ProtocolError as e:
@@ -225,14 +235,15 @@ class XdsServer:
             except grpc.aio.AioRpcError:
                 pass  # the peer went away
             except Exception:
-                log.exception("%s", kv("stream_failed", node=stream.node_id, view=stream.view))
+                log.exception(
+                    "%s", kv("stream_failed", node=clip(stream.node_id), view=clip(stream.view))
+                )
                 state["error"] = ProtocolError(grpc.StatusCode.INTERNAL, "internal error")
             finally:
                 state["ended"] = True
                 wake.set()
 
         reader = asyncio.create_task(read())
-        pushes = self.metrics.pushes.labels(mode)
         latency = self.metrics.push_latency.labels(mode)
         try:
             while True:
@@ -240,33 +251,34 @@ class XdsServer:
                 wake.clear()
                 error: ProtocolError | None = state["error"]
                 if error is not None:
-                    self.metrics.stream_errors.labels(error.code.name).inc()
+                    callbacks.on_stream_error(stream, error)
                     log.info(
                         "%s",
                         kv(
                             "stream_refused",
-                            node=stream.node_id,
+                            node=clip(stream.node_id),
                             api=api,
                             mode=mode,
                             code=error.code.name,
-                            reason=error.message,
+                            reason=clip(error.message),
                         ),
                     )
                     await context.abort(error.code, error.message)
                 if state["ended"] or self._closing:
                     return
-                while (out := stream.next_response()) is not None:
-                    await context.write(out.payload)
-                    pushes.inc()
-                    if out.started is not None:
-                        latency.observe(time.monotonic() - out.started)
+                while stream.has_pending:
+                    out = stream.next_response()  # at most one slice of names
+                    if out is not None:
+                        await context.write(out.payload)
+                        callbacks.on_stream_response(stream, out)
+                        if out.started is not None:
+                            latency.observe(time.monotonic() - out.started)
+                    if stream.has_pending:
+                        await asyncio.sleep(0)  # a big subscription: let other streams in
         finally:
             self._wakes.discard(wake)
             reader.cancel()
             stream.close()
             self.streams.discard(stream)
-            if stream.view is not None:
-                self._count_stream(stream, -1)
-
-    def _count_stream(self, stream: StreamState, delta: int) -> None:
-        self.metrics.streams.labels(stream.api, stream.mode, str(stream.view)).inc(delta)
+            if state["opened"]:
+                callbacks.on_stream_closed(stream)

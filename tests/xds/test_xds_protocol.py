@@ -140,7 +140,7 @@ def test_sotw_response_carries_only_what_changed_and_skips_rejected() -> None:
     assert out is not None and set(out.versions) == {"ads"}
 
 
-def test_sotw_stale_nonce_is_not_an_ack_but_subscription_applies() -> None:
+def test_sotw_stale_nonce_request_is_ignored() -> None:
     c = cache()
     s, nacks = new_sotw(c)
     s.on_request(sotw(["cart"], with_node=node()))
@@ -149,13 +149,14 @@ def test_sotw_stale_nonce_is_not_an_ack_but_subscription_applies() -> None:
     reweight(c, 0.1)
     second = s.next_response()
     assert second is not None
-    # The client NACKs an unknown nonce: ignored (no NACK recorded) ...
-    s.on_request(sotw(["cart", "ads"], nonce="999", error="old"))
-    assert nacks == [] and s.nacked == {}
-    # ... but its subscription (now with `ads`) is taken.
+    # A NACK naming an older response, with a new subscription: ignored altogether.
+    s.on_request(sotw(["cart", "ads"], nonce=first.nonce, error="old"))
+    assert nacks == [] and s.nacked == {} and s.explicit == {"cart"}
+    assert s.next_response() is None
+    # The same request on the latest nonce counts.
+    s.on_request(sotw(["cart", "ads"], nonce=second.nonce))
     out = s.next_response()
     assert out is not None and set(out.versions) == {"ads"}
-    # ACKing the latest settles the earlier, unanswered response too.
     s.on_request(sotw(["cart", "ads"], nonce=out.nonce))
     assert s.outstanding == 0
 
@@ -167,8 +168,10 @@ def test_sotw_unsubscribe_resubscribe_and_absent_resources() -> None:
     out = s.next_response()
     assert out is not None
     _, clas = parse_sotw(out.payload)
-    assert set(clas) == {"cart", "nosuch"}
-    assert len(clas["nosuch"].endpoints) == 0  # unknown name: an empty CLA, not silence
+    # A name that never existed is not answered in SotW EDS (the client's does-not-exist timer
+    # covers it), so nothing is built or kept per unknown name.
+    assert set(clas) == {"cart"}
+    assert s.unknown == {"nosuch"} and c.resource(WEST, "nosuch") is None
     s.on_request(sotw(["nosuch"], nonce=out.nonce))  # drop cart
     reweight(c, 0.2)
     assert s.next_response() is None  # no longer watching cart
@@ -180,6 +183,11 @@ def test_sotw_unsubscribe_resubscribe_and_absent_resources() -> None:
     gone = s.next_response()
     assert gone is not None
     assert len(parse_sotw(gone.payload)[1]["cart"].endpoints) == 0
+    # The unknown name's service appears: the stream gets it.
+    c.set_endpoints(endpoints({"ads": {"us-west": 1}, "nosuch": {"us-west": 1}}))
+    born = s.next_response()
+    assert born is not None and set(parse_sotw(born.payload)[1]) == {"nosuch"}
+    assert s.unknown == set()
 
 
 def test_sotw_legacy_and_explicit_wildcard() -> None:
