@@ -17,6 +17,7 @@ Cases (from the reviewer's report in issue 8):
   * delta-unknown: the same as a delta subscribe,
   * six-sotw: six of those at once,
   * sotw-at-cap: 10,000 unknown names (under the default cap: the cost of a request we accept),
+  * sotw-known-at-cap: 10,000 names of endpoint classes of a real service (10,000 CLAs built),
   * long-nodes: 50 streams whose node.cluster is 2 KB of junk (the /metrics size, live and after),
   * gauge: a stream identified then refused for its type (slate_xds_streams must not go below 0).
 """
@@ -159,6 +160,11 @@ def unknown_names(n: int, tag: str = "") -> list[str]:
     return [f"svc{tag}-{i:07d}.ep" for i in range(n)]
 
 
+def known_names(n: int, tag: str = "") -> list[str]:
+    """Endpoint classes of a service that exists: each is a real CLA the server must build."""
+    return [f"cart.e{tag}{i:06d}" for i in range(n)]
+
+
 async def hostile_call(channel: Any, mode: str, names: list[str]) -> tuple[str, int]:
     """(status, reply bytes) of one stream sending one request and reading for 3 s."""
     if mode == "sotw":
@@ -180,11 +186,14 @@ async def hostile_call(channel: Any, mode: str, names: list[str]) -> tuple[str, 
     got = 0
     status = "OK (open)"
     try:
+        # Read until 2 s pass without a response (the first may take long: that is the stall).
+        deadline = 60.0
         while True:
-            msg = await asyncio.wait_for(call.read(), timeout=3.0)
+            msg = await asyncio.wait_for(call.read(), timeout=deadline)
             if msg is grpc.aio.EOF:
                 break
             got += len(msg)
+            deadline = 2.0
     except TimeoutError:
         pass
     except grpc.aio.AioRpcError as e:
@@ -197,12 +206,15 @@ async def hostile_call(channel: Any, mode: str, names: list[str]) -> tuple[str, 
     return status, got
 
 
-async def case_unknown(server: Server, mode: str, n_names: int, copies: int) -> dict[str, Any]:
+async def case_unknown(
+    server: Server, mode: str, n_names: int, copies: int, known: bool = False
+) -> dict[str, Any]:
     before = server.rss_mb()
     prober = Prober(server.address)
     probe = asyncio.create_task(prober.run())
     await asyncio.sleep(0.2)
-    names = [unknown_names(n_names, str(i)) for i in range(copies)]
+    make = known_names if known else unknown_names
+    names = [make(n_names, str(i)) for i in range(copies)]
     opts = [("grpc.max_receive_message_length", 256 << 20)]
     with peak_rss(server) as peak:
         async with grpc.aio.insecure_channel(server.address, options=opts) as ch:
@@ -281,6 +293,7 @@ async def run_all(server: Server, n_names: int) -> dict[str, dict[str, Any]]:
     out["delta-unknown"] = await case_unknown(server, "delta", n_names, 1)
     out["six-sotw"] = await case_unknown(server, "sotw", n_names, 6)
     out["sotw-at-cap"] = await case_unknown(server, "sotw", 10_000, 1)
+    out["sotw-known-at-cap"] = await case_unknown(server, "sotw", 10_000, 1, known=True)
     out["long-nodes"] = await case_long_nodes(server)
     out["gauge"] = await case_gauge(server)
     return out

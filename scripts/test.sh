@@ -3,6 +3,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/bootstrap.sh"
+"$root/scripts/install-prometheus.sh"   # the real Prometheus of the integration tests
 cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 echo "== ruff"; ruff check slate tests bench; ruff format --check -q slate tests bench

@@ -55,10 +55,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         ]
     if args.format == "json":
         print(
-            json.dumps(report.comparison_json(scenario, rows, reference, optimal.bound), indent=1)
+            json.dumps(
+                report.comparison_json(
+                    scenario, rows, reference, optimal.bound, optimal.bound_certified
+                ),
+                indent=1,
+            )
         )
     else:
-        print(report.comparison_table(scenario, rows, reference, optimal.bound))
+        print(
+            report.comparison_table(scenario, rows, reference, optimal.bound, optimal.bound_caveat)
+        )
     if optimal.shortfalls:
         print(report.shortfall_warning(optimal.shortfalls), file=sys.stderr)
         return EXIT_OVER_CAPACITY

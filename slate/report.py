@@ -86,7 +86,11 @@ def overload_warning(policy: str, ev: Evaluation) -> str:
 
 
 def comparison_json(
-    scenario: Scenario, rows: Sequence[Row], reference: Row, bound: float | None
+    scenario: Scenario,
+    rows: Sequence[Row],
+    reference: Row,
+    bound: float | None,
+    bound_certified: bool | None = None,
 ) -> dict[str, Any]:
     ref = reference.evaluation
     policies = []
@@ -117,7 +121,7 @@ def comparison_json(
                 },
             }
         )
-    return {
+    out = {
         "scenario": scenario.name,
         "total_rps": round(scenario.total_rps, 3),
         "cost_weight_ms_per_usd_hour": scenario.objective.cost_weight_ms_per_usd_hour,
@@ -125,10 +129,17 @@ def comparison_json(
         f"{reference.name}_bound": None if bound is None else round(bound, 3),
         "policies": policies,
     }
+    if bound_certified is not None:  # whether the bound is a lower bound (optimizer/solve.py)
+        out[f"{reference.name}_bound_certified"] = bound_certified
+    return out
 
 
 def comparison_table(
-    scenario: Scenario, rows: Sequence[Row], reference: Row, bound: float | None
+    scenario: Scenario,
+    rows: Sequence[Row],
+    reference: Row,
+    bound: float | None,
+    bound_caveat: str | None = None,
 ) -> str:
     ref = reference.evaluation
     header = ["policy", "mean ms", "egress USD/h", "max util", "objective", f"x {reference.name}"]
@@ -152,7 +163,15 @@ def comparison_table(
         _table(header, body),
     ]
     if bound is not None:
-        parts.append(f"\n{reference.name} LP bound: {bound:.2f}")
+        line = f"\n{reference.name} LP bound: {bound:.2f}"
+        if bound_caveat:
+            line += f" ({bound_caveat})"
+        elif bound > ref.objective:
+            line += (
+                f" (above the achieved objective by {bound - ref.objective:.2g}: solver "
+                "tolerance and weights rounded to 6 decimals)"
+            )
+        parts.append(line)
     entries = list(dict.fromkeys(e for row in rows for e in row.evaluation.ingress_latency_ms))
     parts += [
         "",

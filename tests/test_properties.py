@@ -164,10 +164,16 @@ def test_the_evaluator_agrees_with_the_lp_at_the_lps_own_routing(spec: Synthetic
         pytest.fail(f"solve() did not converge in its 12 rounds: {result.stats}")
     # With byte sizes that do not depend on the mix of callers, the LP's only approximation is
     # the tangent-line station cost, which lies below the evaluator's (so the evaluated objective
-    # is never below the bound, up to HiGHS's 1e-7 feasibility tolerance and the shares below
-    # 1e-7 that the routing drops), and which solve() refines until it is within SOLVE_TOLERANCE.
+    # is never below the bound, up to HiGHS's feasibility tolerance and the rounding of weights
+    # to whole millionths: a service whose work fills its stations to the cap exactly, as
+    # target_utilization == max_utilization generates, has no room to absorb it), and which
+    # solve() refines until it is within SOLVE_TOLERANCE.
+    # A service that saturates under any routing (FITTING_LOADS is the mean over all stations,
+    # so one service can still be short) has no finite objective and so no gap: the shortfall
+    # test covers those.
+    assume(all(s.min_utilization < 1.0 for s in result.shortfalls))
     assert result.gap is not None
-    assert -1e-6 <= result.gap <= 2 * SOLVE_TOLERANCE, (result.bound, result.evaluation.objective)
+    assert -5e-6 <= result.gap <= 2 * SOLVE_TOLERANCE, (result.bound, result.evaluation.objective)
 
 
 @given(spec=specs(utilization=st.floats(1.0, 2.5)))

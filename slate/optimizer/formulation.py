@@ -8,18 +8,26 @@ Variables (all >= 0):
   z[s, j]  the work of station s = (service, cluster), ms of service per second, that falls in
            piece j of the station's cost curve (below).
 
-Constraints (equalities; everything else is a bound on a variable, except the caller's rows):
-  flow      sum_d y[k, d] = rps of k                                       (ingress keys)
+Constraints (equalities; everything else is a bound on a variable, except the caller's rows),
+each family built by its own define_* function (build() calls them in this order):
+  flow      (define_flow_rows)
+            sum_d y[k, d] = rps of k                                       (ingress keys)
             sum_d y[k, d] = sum_e per_request(e -> to_k) * L[e, c_k]       (service keys)
-  load      L[e, c] = sum of y[k, c] over keys k into endpoint e;
-  work      w[s] = sum_j z[s, j] = sum_e service_ms_e * L[e, cluster of s];
-  capacity  w[s] <= u_s * capacity_s   (u_s = max_utilization, or the least reachable utilization
-            of a service that cannot fit; see capacity.py): the pieces end there.
-  work bounds (the caller's, e.g. a fitted curve's trusted range)  lo_s <= w[s] <= hi_s:
-            hi_s shortens the pieces; lo_s is a lower bound on the first pieces (those below lo_s
-            must be full), which is w[s] >= lo_s since a minimum fills the pieces in order.
-  caller's rows (inequalities, bounds.py): route-weight bounds
-            lo * sum_d' y[k, d'] <= y[k, d] <= hi * sum_d' y[k, d'], and any sum coef * y <= upper.
+  load      (define_load_rows)
+            L[e, c] = sum of y[k, c] over keys k into endpoint e;
+  work      (define_work_rows)
+            w[s] = sum_j z[s, j] = sum_e service_ms_e * L[e, cluster of s];
+  capacity  (define_stations)
+            w[s] <= u_s * capacity_s   (u_s = max_utilization, or the least reachable utilization
+            of a service that cannot fit; see capacity.py): the pieces end there;
+  work bounds (define_stations; the caller's, e.g. a fitted curve's trusted range)
+            lo_s <= w[s] <= hi_s: hi_s shortens the pieces; lo_s is a lower bound on the first
+            pieces (those below lo_s must be full), which is w[s] >= lo_s since a minimum fills
+            the pieces in order;
+  caller's rows (define_bound_rows; inequalities, bounds.py)
+            route-weight bounds lo * sum_d' y[k, d'] <= y[k, d] <= hi * sum_d' y[k, d'], and any
+            sum coef * y <= upper;
+  pieces    (define_station_pieces: the first tangents; Formulation.program: the columns z).
 
 Station cost: w[s] + q_s(w[s]) request-ms per second, where q_s, the queueing cost from the latency
 model, is convex. The LP uses the upper envelope of the tangents of q_s at points w_j (and of 0):
@@ -102,6 +110,10 @@ class StationSpec:
         self._pieces = None
         return True
 
+    def refresh(self) -> None:
+        """Rebuild the pieces after a change of `max_work`."""
+        self._pieces = None
+
     def copy_tangents(self, other: StationSpec) -> None:
         """Start from the tangents (and pieces) of a station with the same model and cap."""
         self.tangents = list(other.tangents)
@@ -166,6 +178,11 @@ class Program:
     piece_station: IArray  # station of each piece column
     piece_slope: FArray  # slope of the queueing cost on each piece
     station_offset: FArray  # per station: the envelope's value at zero work
+    n_rate_columns: int  # y and L columns come first, then the pieces
+    n_rate_rows: int  # flow and load rows come first, then the work rows
+    rate_unit: float  # calls per second the solver sees as 1
+    work_unit: float  # ms of work per second the solver sees as 1
+    total_rps: float
 
     @property
     def n_vars(self) -> int:
@@ -174,6 +191,54 @@ class Program:
     @property
     def n_rows(self) -> int:
         return len(self.b_eq) + (0 if self.b_ub is None else len(self.b_ub))
+
+    def for_solver(self) -> SolverForm:
+        """The LP in units where its numbers are near 1 whatever the scenario's scale.
+
+        HiGHS's tolerances are absolute (1e-7 on feasibility and reduced costs): a scenario at
+        1e-8 rps, or one whose costs are all 1e-6, sits below them and comes back 30% off. So the
+        call-rate columns are counted in `rate_unit` (the mean ingress rate of a key), the piece
+        columns in `work_unit` (the mean work of a station), each row divided by the unit of its
+        columns, and the costs by the cost of one work unit's service time (so a piece costs
+        1 + its slope, as it would in request-ms per second). A change of the scenario's units
+        (rates x s, times / s) then gives the solver the same numbers.
+        """
+        n = self.n_vars
+        col = np.full(n, self.work_unit)
+        col[: self.n_rate_columns] = self.rate_unit
+        row = np.full(len(self.b_eq), 1.0 / self.work_unit)
+        row[: self.n_rate_rows] = 1.0 / self.rate_unit
+        c = self.c * col
+        cost_unit = self.work_unit / self.total_rps  # a piece costs 1 + its slope
+        a_eq = sp.csc_matrix(sp.diags(row) @ self.a_eq @ sp.diags(col))
+        a_ub = b_ub = None
+        if self.a_ub is not None and self.b_ub is not None:  # rows over rate columns only
+            a_ub = sp.csc_matrix(self.a_ub @ sp.diags(col / self.rate_unit))
+            b_ub = self.b_ub / self.rate_unit
+        return SolverForm(
+            c=c / cost_unit,
+            a_eq=a_eq,
+            b_eq=self.b_eq * row,
+            a_ub=a_ub,
+            b_ub=b_ub,
+            bounds=self.bounds / col[:, None],
+            col_scale=col,
+            cost_unit=cost_unit,
+        )
+
+
+@dataclass(frozen=True)
+class SolverForm:
+    """Program.for_solver(): x = col_scale * x', objective = cost_unit * c' x' + offset."""
+
+    c: FArray
+    a_eq: sp.csc_matrix
+    b_eq: FArray
+    a_ub: sp.csc_matrix | None
+    b_ub: FArray | None
+    bounds: FArray
+    col_scale: FArray
+    cost_unit: float
 
 
 @dataclass
@@ -196,6 +261,8 @@ class Formulation:
     """Calls of the keys that aggregate several: (key, L column - n_y or -1, per_request,
     request_kb, response_kb, routing-independent rps of the calling endpoint)."""
     total_rps: float
+    rate_unit: float  # the mean ingress rate of a key: Program.for_solver()
+    work_unit: float  # the mean work of a station (routing-independent)
     ub: tuple[IArray, IArray, FArray, FArray] = field(
         default_factory=lambda: (
             np.zeros(0, dtype=np.int64),
@@ -295,6 +362,11 @@ class Formulation:
             piece_station=piece_station,
             piece_slope=piece_slope,
             station_offset=station_offset,
+            n_rate_columns=n_y + n_l,
+            n_rate_rows=len(self.keys) + n_l,
+            rate_unit=self.rate_unit,
+            work_unit=self.work_unit,
+            total_rps=self.total_rps,
         )
 
     def station_work(self, lp: Program, x: FArray) -> tuple[FArray, FArray]:
@@ -308,6 +380,24 @@ class Formulation:
         """Requests per second per (endpoint, cluster), indexed like `load_index`."""
         out: FArray = x[self.n_y : self.n_y + self.n_l]
         return out
+
+    def bound_certified(self) -> bool:
+        """Whether the LP's optimum is a lower bound on every routing's objective: yes unless
+        egress is priced and some key aggregates calls of different request/response sizes
+        (those are priced at averaged sizes, update_byte_sizes)."""
+        if self.scenario.objective.cost_weight_ms_per_usd_hour == 0:
+            return True
+        key, _lcol, _mult, req, resp, _total = self.sources
+        if len(key) == 0:
+            return True
+        differ = np.zeros(len(self.keys), dtype=bool)
+        for kb in (req, resp):
+            lo = np.full(len(self.keys), np.inf)
+            hi = np.full(len(self.keys), -np.inf)
+            np.minimum.at(lo, key, kb)
+            np.maximum.at(hi, key, kb)
+            differ |= hi > lo
+        return not bool(differ.any())
 
     def update_byte_sizes(self, loads: FArray | None) -> None:
         """Price each aggregated key at its calls' rate-weighted mean sizes (from `loads`, or from
@@ -329,6 +419,38 @@ class Formulation:
             self.key_kb[priced, col] = mean[priced] / by_key[priced]
 
 
+Entries = tuple[IArray, IArray, FArray]
+"""(rows, cols, values) of a block of constraint-matrix entries."""
+
+
+def _entries(rows: list[int], cols: list[int], vals: list[float]) -> Entries:
+    return (
+        np.array(rows, dtype=np.int64),
+        np.array(cols, dtype=np.int64),
+        np.array(vals, dtype=float),
+    )
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The LP's route and load columns (the piece columns come per round, in program())."""
+
+    keys: list[RouteKey]
+    key_dsts: list[list[int]]  # per key: destination cluster indices, in column order
+    y_key: IArray  # y column -> key index
+    y_dst: IArray  # y column -> destination cluster index
+    y_load: IArray  # y column -> the L column (- n_y) of the (endpoint, cluster) it loads
+    load_index: dict[tuple[str, int], int]  # (endpoint, cluster index) -> L column - n_y
+
+    @property
+    def n_y(self) -> int:
+        return len(self.y_key)
+
+    @property
+    def n_l(self) -> int:
+        return len(self.load_index)
+
+
 def build(
     scenario: Scenario,
     latency: LatencyModel,
@@ -339,19 +461,115 @@ def build(
     work_bounds: Mapping[tuple[str, str], tuple[float, float]] | None = None,
     constraints: Iterable[Constraint] = (),
 ) -> Formulation:
-    """Build the LP. `utilization_caps` overrides max_utilization per service (for services that
-    cannot fit); `unpriced` services saturate under any routing and get no queueing cost;
-    `work_bounds` and `constraints` are the caller's (module docstring). Raises InfeasibleError
-    when one station's or one key's bounds cannot hold on their own."""
-    app, topo = scenario.app, scenario.topology
-    caps = utilization_caps or {}
-    unpriced = unpriced or set()
+    """Build the LP, block by block (the define_* functions below, one per family of rows).
+    `utilization_caps` overrides max_utilization per service (for services that cannot fit);
+    `unpriced` services saturate under any routing and get no queueing cost; `work_bounds` and
+    `constraints` are the caller's (module docstring). Raises InfeasibleError when one station's
+    or one key's bounds cannot hold on their own."""
+    topo = scenario.topology
     cidx = {c: i for i, c in enumerate(topo.clusters)}
+    columns = define_route_columns(scenario, route_keys(scenario), cidx)
+    stations = define_stations(
+        scenario, latency, utilization_caps or {}, unpriced or set(), work_bounds or {}
+    )
+    n_k = len(columns.keys)
+    flow, flow_rhs, key_kb, sources = define_flow_rows(scenario, columns, cidx)
+    load = define_load_rows(columns, first_row=n_k)
+    work = define_work_rows(scenario, columns, stations, cidx, first_row=n_k + columns.n_l)
+    blocks = (flow, load, work)
+    b_eq = np.concatenate([flow_rhs, np.zeros(columns.n_l + len(stations))])
+
     rtt = topo.rtt_matrix()
     price = topo.egress_matrix()
-    keys = route_keys(scenario)
-    n_k = len(keys)
+    ysrc = np.array([cidx[k.from_cluster] for k in columns.keys], dtype=np.int64)[columns.y_key]
+    y_dst = columns.y_dst
+    f = Formulation(
+        scenario=scenario,
+        keys=columns.keys,
+        key_dsts=columns.key_dsts,
+        y_key=columns.y_key,
+        y_dst=y_dst,
+        stations=stations,
+        load_index=columns.load_index,
+        fixed=(
+            np.concatenate([b[0] for b in blocks]),
+            np.concatenate([b[1] for b in blocks]),
+            np.concatenate([b[2] for b in blocks]),
+        ),
+        b_eq=b_eq,
+        rtt_cost=rtt[ysrc, y_dst],
+        egress_price=(
+            np.where(ysrc != y_dst, price[ysrc, y_dst], 0.0),
+            np.where(ysrc != y_dst, price[y_dst, ysrc], 0.0),
+        ),
+        key_kb=key_kb,
+        sources=sources,
+        total_rps=scenario.total_rps,
+        rate_unit=_positive(scenario.total_rps / max(int(np.count_nonzero(flow_rhs)), 1)),
+        work_unit=_positive(_total_work(scenario) / max(len(stations), 1)),
+        ub=define_bound_rows(columns, topo.clusters, constraints),
+    )
+    f.update_byte_sizes(None)
+    define_station_pieces(stations, initial_tangents)
+    return f
 
+
+def _total_work(scenario: Scenario) -> float:
+    totals = endpoint_totals(scenario)
+    return sum(totals.get(eid, 0.0) * e.service_ms for eid, e in scenario.app.endpoints.items())
+
+
+def _positive(unit: float) -> float:
+    return unit if unit > 0 and math.isfinite(unit) else 1.0
+
+
+def define_route_columns(scenario: Scenario, keys: list[RouteKey], cidx: dict[str, int]) -> Columns:
+    """y columns, key by key (one per cluster hosting the key's destination), and the load
+    column L of every (endpoint, cluster) they reach."""
+    app = scenario.app
+    clusters_of = {s.name: [cidx[c] for c in s.clusters] for s in app.services}
+    key_dsts = [clusters_of[app.service_of(k.to).name] for k in keys]
+    counts = np.array([len(d) for d in key_dsts], dtype=np.int64)
+    y_key = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+    y_dst = np.array([d for dsts in key_dsts for d in dsts], dtype=np.int64)
+    load_index: dict[tuple[str, int], int] = {}
+    y_load = np.empty(len(y_key), dtype=np.int64)
+    for col, (i, d) in enumerate(zip(y_key.tolist(), y_dst.tolist(), strict=True)):
+        y_load[col] = load_index.setdefault((keys[i].to, d), len(load_index))
+    return Columns(keys, key_dsts, y_key, y_dst, y_load, load_index)
+
+
+def define_stations(
+    scenario: Scenario,
+    latency: LatencyModel,
+    caps: dict[str, float],
+    unpriced: set[str],
+    work_bounds: Mapping[tuple[str, str], tuple[float, float]],
+) -> list[StationSpec]:
+    """One station per (service, cluster where it is deployed), its work capped at
+    u_s * capacity_s and inside the caller's work bounds."""
+    stations: list[StationSpec] = []
+    for svc in scenario.app.services:
+        for c in svc.clusters:
+            model = latency.station(svc.name, c)
+            u = caps.get(svc.name, scenario.objective.max_utilization)
+            stations.append(
+                StationSpec(svc.name, c, model, u * model.capacity, svc.name not in unpriced)
+            )
+    _apply_work_bounds(stations, work_bounds)
+    return stations
+
+
+def define_flow_rows(
+    scenario: Scenario, columns: Columns, cidx: dict[str, int]
+) -> tuple[Entries, FArray, FArray, tuple[IArray, IArray, FArray, FArray, FArray, FArray]]:
+    """Flow rows, one per key k (row k):
+        sum_d y[k, d] = rps of k                                   (ingress keys: the right side)
+        sum_d y[k, d] - sum_e per_request(e -> to_k) * L[e, c_k] = 0        (service keys)
+    Also the byte sizes each key is priced at (ingress: the demand's rate-weighted means) and,
+    for keys aggregating several calls, those calls (Formulation.sources)."""
+    app = scenario.app
+    keys, n_y = columns.keys, columns.n_y
     ingress_rps: dict[tuple[str, str], float] = defaultdict(float)
     ingress_kb: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for demand in scenario.ingress:
@@ -361,41 +579,6 @@ def build(
             acc[0] += rps * demand.request_kb
             acc[1] += rps * demand.response_kb
             acc[2] += rps
-
-    # y columns, key by key, and the load column of every (endpoint, cluster) they reach.
-    clusters_of = {s.name: [cidx[c] for c in s.clusters] for s in app.services}
-    key_dsts = [clusters_of[app.service_of(k.to).name] for k in keys]
-    counts = np.array([len(d) for d in key_dsts], dtype=np.int64)
-    y_key = np.repeat(np.arange(n_k, dtype=np.int64), counts)
-    y_dst = np.array([d for dsts in key_dsts for d in dsts], dtype=np.int64)
-    n_y = len(y_key)
-    load_index: dict[tuple[str, int], int] = {}
-    y_load = np.empty(n_y, dtype=np.int64)
-    for col, (i, d) in enumerate(zip(y_key.tolist(), y_dst.tolist(), strict=True)):
-        y_load[col] = load_index.setdefault((keys[i].to, d), len(load_index))
-    n_l = len(load_index)
-
-    stations: list[StationSpec] = []
-    for svc in app.services:
-        for c in svc.clusters:
-            model = latency.station(svc.name, c)
-            u = caps.get(svc.name, scenario.objective.max_utilization)
-            stations.append(
-                StationSpec(svc.name, c, model, u * model.capacity, svc.name not in unpriced)
-            )
-    _apply_work_bounds(stations, work_bounds or {})
-
-    # Flow rows: +y of the key, -per_request * L of the calling endpoints in the key's cluster.
-    rows: list[IArray] = [y_key, n_k + y_load]
-    cols: list[IArray] = [np.arange(n_y, dtype=np.int64)] * 2
-    vals: list[FArray] = [np.ones(n_y), -np.ones(n_y)]
-    # Load rows: +L.
-    rows.append(n_k + np.arange(n_l, dtype=np.int64))
-    cols.append(n_y + np.arange(n_l, dtype=np.int64))
-    vals.append(np.ones(n_l))
-    b_eq = np.zeros(n_k + n_l + len(stations))
-    key_kb = np.zeros((n_k, 2))
-    totals = endpoint_totals(scenario)
     callers: dict[str, dict[str, list[tuple[str, float, float, float]]]] = {}
     for svc in app.services:
         by_dst: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
@@ -403,9 +586,13 @@ def build(
             for call in e.calls:
                 by_dst[call.to].append((e.id, call.per_request, call.request_kb, call.response_kb))
         callers[svc.name] = by_dst
-    f_rows: list[int] = []
-    f_cols: list[int] = []
-    f_vals: list[float] = []
+    totals = endpoint_totals(scenario)
+
+    rhs = np.zeros(len(keys))
+    key_kb = np.zeros((len(keys), 2))
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
     src: tuple[list[int], list[int], list[float], list[float], list[float], list[float]] = (
         [],
         [],
@@ -416,7 +603,7 @@ def build(
     )
     for i, k in enumerate(keys):
         if k.from_service == INGRESS:
-            b_eq[i] = ingress_rps[(k.from_cluster, k.to)]
+            rhs[i] = ingress_rps[(k.from_cluster, k.to)]
             acc = ingress_kb[(k.from_cluster, k.to)]
             if acc[2] > 0:
                 key_kb[i] = (acc[0] / acc[2], acc[1] / acc[2])
@@ -427,63 +614,75 @@ def build(
         for eid, mult, _rq, _rs in calls:
             per_endpoint[eid] += mult
         for eid, mult in per_endpoint.items():
-            lcol = load_index.get((eid, src_c))
+            lcol = columns.load_index.get((eid, src_c))
             if lcol is not None:
-                f_rows.append(i)
-                f_cols.append(n_y + lcol)
-                f_vals.append(-mult)
+                rows.append(i)
+                cols.append(n_y + lcol)
+                vals.append(-mult)
         key_kb[i] = calls[0][2:4]
         if len(calls) > 1:
             for eid, mult, rq, rs in calls:
                 src[0].append(i)
-                src[1].append(load_index.get((eid, src_c), -1))
+                src[1].append(columns.load_index.get((eid, src_c), -1))
                 src[2].append(mult)
                 src[3].append(rq)
                 src[4].append(rs)
                 src[5].append(totals.get(eid, 0.0))
-    # Work rows: -service_ms * L of the station's endpoints (+ its pieces, added per round).
+    y_rows, y_cols, y_vals = columns.y_key, np.arange(n_y, dtype=np.int64), np.ones(n_y)
+    l_rows, l_cols, l_vals = _entries(rows, cols, vals)
+    entries = (
+        np.concatenate([y_rows, l_rows]),
+        np.concatenate([y_cols, l_cols]),
+        np.concatenate([y_vals, l_vals]),
+    )
+    sources = (
+        np.array(src[0], dtype=np.int64),
+        np.array(src[1], dtype=np.int64),
+        np.array(src[2], dtype=float),
+        np.array(src[3], dtype=float),
+        np.array(src[4], dtype=float),
+        np.array(src[5], dtype=float),
+    )
+    return entries, rhs, key_kb, sources
+
+
+def define_load_rows(columns: Columns, first_row: int) -> Entries:
+    """Load rows, one per (endpoint e, cluster c): L[e, c] - sum_k y[k, c] = 0 over the keys k
+    into e."""
+    n_y, n_l = columns.n_y, columns.n_l
+    return (
+        np.concatenate([first_row + columns.y_load, first_row + np.arange(n_l, dtype=np.int64)]),
+        np.concatenate([np.arange(n_y, dtype=np.int64), n_y + np.arange(n_l, dtype=np.int64)]),
+        np.concatenate([-np.ones(n_y), np.ones(n_l)]),
+    )
+
+
+def define_work_rows(
+    scenario: Scenario,
+    columns: Columns,
+    stations: list[StationSpec],
+    cidx: dict[str, int],
+    first_row: int,
+) -> Entries:
+    """Work rows, one per station s: sum_j z[s, j] - sum_e service_ms_e * L[e, cluster of s] = 0.
+    Only the L entries are fixed; the piece columns z come per round (Formulation.program)."""
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
     for s, spec in enumerate(stations):
         st_c = cidx[spec.cluster]
-        for e in app.service(spec.service).endpoints:
-            lcol = load_index.get((e.id, st_c))
+        for e in scenario.app.service(spec.service).endpoints:
+            lcol = columns.load_index.get((e.id, st_c))
             if lcol is not None:
-                f_rows.append(n_k + n_l + s)
-                f_cols.append(n_y + lcol)
-                f_vals.append(-e.service_ms)
-    rows.append(np.array(f_rows, dtype=np.int64))
-    cols.append(np.array(f_cols, dtype=np.int64))
-    vals.append(np.array(f_vals, dtype=float))
+                rows.append(first_row + s)
+                cols.append(columns.n_y + lcol)
+                vals.append(-e.service_ms)
+    return _entries(rows, cols, vals)
 
-    ysrc = np.array([cidx[k.from_cluster] for k in keys], dtype=np.int64)[y_key]
-    f = Formulation(
-        scenario=scenario,
-        keys=keys,
-        key_dsts=key_dsts,
-        y_key=y_key,
-        y_dst=y_dst,
-        stations=stations,
-        load_index=load_index,
-        fixed=(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)),
-        b_eq=b_eq,
-        rtt_cost=rtt[ysrc, y_dst],
-        egress_price=(
-            np.where(ysrc != y_dst, price[ysrc, y_dst], 0.0),
-            np.where(ysrc != y_dst, price[y_dst, ysrc], 0.0),
-        ),
-        key_kb=key_kb,
-        sources=(
-            np.array(src[0], dtype=np.int64),
-            np.array(src[1], dtype=np.int64),
-            np.array(src[2], dtype=float),
-            np.array(src[3], dtype=float),
-            np.array(src[4], dtype=float),
-            np.array(src[5], dtype=float),
-        ),
-        total_rps=scenario.total_rps,
-        ub=_inequality_rows(keys, key_dsts, topo.clusters, constraints),
-    )
-    f.update_byte_sizes(None)
-    # Stations of one size and cap start with the same tangents (and so the same pieces).
+
+def define_station_pieces(stations: list[StationSpec], initial_tangents: int) -> None:
+    """The first tangents of each station's queueing cost (initial_tangent_points); stations of
+    one model and cap share them (and so their pieces)."""
     first: dict[tuple[StationModel, float, bool], StationSpec] = {}
     for spec in stations:
         seen = first.get((spec.model, spec.max_work, spec.priced))
@@ -497,7 +696,6 @@ def build(
             first[(spec.model, spec.max_work, spec.priced)] = spec
         else:
             spec.copy_tangents(seen)
-    return f
 
 
 def _apply_work_bounds(
@@ -520,15 +718,13 @@ def _apply_work_bounds(
         spec.min_work = max(lo, 0.0)
 
 
-def _inequality_rows(
-    keys: list[RouteKey],
-    key_dsts: list[list[int]],
-    clusters: tuple[str, ...],
-    constraints: Iterable[Constraint],
+def define_bound_rows(
+    columns: Columns, clusters: tuple[str, ...], constraints: Iterable[Constraint]
 ) -> tuple[IArray, IArray, FArray, FArray]:
-    """The caller's rows over y columns (module docstring): weight bounds become
-    `(1 - hi) y[k, d] - hi * (the key's other columns) <= 0` and
-    `lo * (the key's other columns) - (1 - lo) y[k, d] <= 0`."""
+    """The caller's inequality rows over y columns (module docstring), with their upper bounds:
+    a weight bound is `(1 - hi) y[k, d] - hi * (the key's other columns) <= 0` and
+    `lo * (the key's other columns) - (1 - lo) y[k, d] <= 0`; a RateRow as written."""
+    keys, key_dsts = columns.keys, columns.key_dsts
     first_col: dict[RouteKey, int] = {}
     col = 0
     for k, dsts in zip(keys, key_dsts, strict=True):
@@ -537,7 +733,7 @@ def _inequality_rows(
     key_index = {k: i for i, k in enumerate(keys)}
     cidx = {c: i for i, c in enumerate(clusters)}
 
-    def columns(key: RouteKey, what: str) -> tuple[int, list[int]]:
+    def key_columns(key: RouteKey, what: str) -> tuple[int, list[int]]:
         if key not in key_index:
             raise SolveError(
                 f"{what}: no route key {key.from_service}@{key.from_cluster} -> {key.to} "
@@ -558,7 +754,7 @@ def _inequality_rows(
                 f"weight bound on {con.key.from_service}@{con.key.from_cluster} -> {con.key.to}"
                 f", cluster {con.cluster}"
             )
-            start, dsts = columns(con.key, what)
+            start, dsts = key_columns(con.key, what)
             d = cidx.get(con.cluster, -1)
             if con.lo > con.hi:
                 raise InfeasibleError(f"{what}: [{con.lo:g}, {con.hi:g}] is empty")
@@ -582,7 +778,7 @@ def _inequality_rows(
         elif isinstance(con, RateRow):
             row = len(upper)
             for key, cluster, coef in con.terms:
-                start, dsts = columns(key, f"rate row {con.name!r}")
+                start, dsts = key_columns(key, f"rate row {con.name!r}")
                 d = cidx.get(cluster, -1)
                 if d in dsts:
                     rows.append(row)

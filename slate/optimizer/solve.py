@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -38,7 +39,7 @@ from slate.model.routing import Prediction, Route, Routing
 from slate.model.scenario import Scenario
 from slate.optimizer import baselines
 from slate.optimizer.bounds import Constraint, feasible_shares, weight_bounds_by_key
-from slate.optimizer.capacity import Shortfall, shortfalls
+from slate.optimizer.capacity import Shortfall, endpoint_totals, shortfalls
 from slate.optimizer.errors import InfeasibleError, SolveError
 from slate.optimizer.formulation import Formulation, Program, build
 
@@ -71,8 +72,19 @@ class PolicyResult:
     routing: Routing  # with `predicted` from the evaluator
     evaluation: Evaluation
     shortfalls: tuple[Shortfall, ...] = ()
-    bound: float | None = None  # LP lower bound on the objective (optimal policy only)
+    bound: float | None = None  # the LP's objective (optimal policy only)
     stats: SolveStats | None = None
+    bound_certified: bool | None = None
+    """Whether `bound` is a lower bound on every routing's objective (None without a bound). Not
+    when egress is priced and a key aggregates calls of different byte sizes: the LP prices them
+    at averaged sizes, and a routing can then score below its value (BOUND_CAVEAT)."""
+
+    @property
+    def bound_caveat(self) -> str | None:
+        """Why `bound` may not bound the objective, or None when it does."""
+        if self.bound is None or self.bound_certified:
+            return None
+        return BOUND_CAVEAT
 
     @property
     def over_capacity(self) -> bool:
@@ -84,6 +96,12 @@ class PolicyResult:
         if self.bound is None or not math.isfinite(self.evaluation.objective):
             return None
         return (self.evaluation.objective - self.bound) / max(abs(self.bound), 1e-12)
+
+
+BOUND_CAVEAT = (
+    "not a certified lower bound: egress is priced and calls of different sizes share a route, "
+    "so the LP prices them at averaged sizes"
+)
 
 
 def _with_prediction(routing: Routing, ev: Evaluation) -> Routing:
@@ -140,7 +158,7 @@ def solve(
     for rounds in range(1, max_rounds + 1):
         lp = f.program()
         seen.add(_state(f))
-        x, lp_objective = _solve_lp(lp, f.total_rps, rounds)
+        x, lp_objective = _solve_lp(lp, rounds)
         # What the LP misjudges about its own routing: the queueing cost below the tangents, and
         # the egress of aggregated keys priced at the previous round's byte sizes.
         w, t = f.station_work(lp, x)
@@ -171,6 +189,7 @@ def solve(
     assert best_x is not None and lp is not None
     routing = _routing(f, best_x, constraints)
     ev = evaluate(scenario, routing, latency)
+    routing, ev = _repair_rounding(f, routing, ev, set(caps), constraints, latency)
     stats = SolveStats(
         variables=lp.n_vars,
         constraints=lp.n_rows,
@@ -186,7 +205,13 @@ def solve(
         stats.seconds,
     )
     return PolicyResult(
-        "optimal", _with_prediction(routing, ev), ev, tuple(short), lp_objective, stats
+        "optimal",
+        _with_prediction(routing, ev),
+        ev,
+        tuple(short),
+        lp_objective,
+        stats,
+        bound_certified=f.bound_certified(),
     )
 
 
@@ -195,19 +220,25 @@ IPM_ROWS = 2000
 vertex) beats its dual simplex on these LPs; below, the simplex is faster."""
 
 
-def _solve_lp(lp: Program, total_rps: float, round_: int) -> tuple[np.ndarray, float]:
-    """(solution, objective). The costs go to HiGHS in request-ms per second rather than per
-    request: per request they are ~1e-4, down where HiGHS's absolute optimality tolerance (1e-7)
-    lets it stop short and fill a station's pieces out of order."""
+PRIMAL_TOLERANCE = 1e-9
+"""HiGHS's feasibility tolerance in the solver's units (Program.for_solver: values near 1). Its
+default, 1e-7, is the margin a service that cannot fit gets above its least utilization (solve()
+caps it at that x (1 + 1e-7)): presolve then calls the LP infeasible."""
+
+
+def _solve_lp(lp: Program, round_: int) -> tuple[np.ndarray, float]:
+    """(solution, objective), solved in the solver's units (Program.for_solver)."""
+    form = lp.for_solver()
     method = "highs-ipm" if lp.n_rows >= IPM_ROWS else "highs-ds"
     res = linprog(
-        lp.c * total_rps,
-        A_ub=lp.a_ub,
-        b_ub=lp.b_ub,
-        A_eq=lp.a_eq,
-        b_eq=lp.b_eq,
-        bounds=lp.bounds,
+        form.c,
+        A_ub=form.a_ub,
+        b_ub=form.b_ub,
+        A_eq=form.a_eq,
+        b_eq=form.b_eq,
+        bounds=form.bounds,
         method=method,
+        options={"primal_feasibility_tolerance": PRIMAL_TOLERANCE},
     )
     if res.status == 2:
         raise InfeasibleError(
@@ -216,12 +247,95 @@ def _solve_lp(lp: Program, total_rps: float, round_: int) -> tuple[np.ndarray, f
         )
     if res.status != 0 or res.x is None:
         raise SolveError(f"HiGHS: {res.message} (status {res.status}, round {round_})")
-    return np.asarray(res.x), float(res.fun) / total_rps + lp.offset
+    return np.asarray(res.x) * form.col_scale, float(res.fun) * form.cost_unit + lp.offset
 
 
 def _state(f: Formulation) -> tuple[int, bytes]:
     """What the next LP depends on besides the scenario: its tangents and byte sizes."""
     return sum(len(spec.tangents) for spec in f.stations), np.round(f.key_kb, 9).tobytes()
+
+
+WEIGHT_UNITS = 10**6
+"""Weights are printed with 6 decimals (Route.to_json): solve() returns them as whole millionths
+summing to exactly 1, so what a reader parses is what was evaluated."""
+
+REPAIRS = 3
+ROUNDING_MARGIN = 4e-6
+
+
+def _repair_rounding(
+    f: Formulation,
+    routing: Routing,
+    ev: Evaluation,
+    short: set[str],
+    constraints: tuple[Constraint, ...],
+    latency: LatencyModel,
+) -> tuple[Routing, Evaluation]:
+    """Round then repair: rounding weights to millionths moves a station's work by about 1e-6 of
+    its service's total work per hop above it, enough to lift a station whose cap binds above
+    max_utilization (or its caller's work bound). When that happens, every station's cap is
+    lowered by ROUNDING_MARGIN x its service's total work (x the attempt; at most its share of
+    half the service's slack) and the last LP is solved again: the bound stays the first LP's (a
+    lowered one is not a bound). Services that cannot fit are left alone: they are above
+    max_utilization anyway, held at their least utilization with a 1e-7 margin that a lower cap
+    would cross. A service that fits with less slack than the rounding moves (all its stations
+    at the cap, to ~1e-6) can stay above it by that much: logged."""
+    totals = endpoint_totals(f.scenario)
+    service_work = {
+        svc.name: sum(totals.get(e.id, 0.0) * e.service_ms for e in svc.endpoints)
+        for svc in f.scenario.app.services
+    }
+    index = {(spec.service, spec.cluster): i for i, spec in enumerate(f.stations)}
+    repairable = [spec.priced and spec.service not in short for spec in f.stations]
+    caps = [spec.max_work for spec in f.stations]
+    # Lowering caps must leave the service room for its work: at most half its slack, shared.
+    slack: dict[str, float] = {name: -work for name, work in service_work.items()}
+    count: dict[str, int] = defaultdict(int)
+    for spec in f.stations:
+        slack[spec.service] += spec.max_work
+        count[spec.service] += 1
+    for attempt in range(REPAIRS + 1):
+        over = [
+            st
+            for st in ev.stations
+            if repairable[index[(st.service, st.cluster)]]
+            and st.work_ms_per_s > caps[index[(st.service, st.cluster)]] * (1 + 1e-12)
+        ]
+        if not over:
+            break
+        if attempt == REPAIRS:
+            log.warning("rounded weights lift stations=%d above their cap", len(over))
+            break
+        for s, spec in enumerate(f.stations):
+            if repairable[s]:
+                margin = min(
+                    (attempt + 1) * ROUNDING_MARGIN * service_work[spec.service],
+                    0.5 * max(slack[spec.service], 0.0) / count[spec.service],
+                )
+                spec.max_work = max(caps[s] - margin, 0.0)
+                spec.refresh()
+        try:
+            x, _ = _solve_lp(f.program(), attempt + 1)
+        except SolveError as e:
+            log.warning("rounding repair failed stations=%d error=%s", len(over), e)
+            break
+        routing = _routing(f, x, constraints)
+        ev = evaluate(f.scenario, routing, latency)
+    for s, spec in enumerate(f.stations):
+        spec.max_work = caps[s]
+        spec.refresh()
+    return routing, ev
+
+
+def _micro_round(weights: dict[str, float]) -> dict[str, float]:
+    """Weights (summing to 1) as whole millionths summing to exactly 1, each within 1e-6 of its
+    value: floors, plus one unit to the largest remainders."""
+    raw = {c: w * WEIGHT_UNITS for c, w in weights.items()}
+    units = {c: math.floor(v) for c, v in raw.items()}
+    left = WEIGHT_UNITS - sum(units.values())
+    for c in sorted(raw, key=lambda c: units[c] - raw[c])[: max(left, 0)]:
+        units[c] += 1
+    return {c: n / WEIGHT_UNITS for c, n in units.items() if n > 0}
 
 
 def _routing(f: Formulation, x: np.ndarray, constraints: tuple[Constraint, ...] = ()) -> Routing:
@@ -236,12 +350,8 @@ def _routing(f: Formulation, x: np.ndarray, constraints: tuple[Constraint, ...] 
         vals = np.maximum(y[start : start + len(dsts)], 0.0)
         start += len(dsts)
         total = float(vals.sum())
-        if total > 1e-9:
-            weights = {
-                topo.clusters[d]: float(v / total)
-                for d, v in zip(dsts, vals, strict=True)
-                if v / total > 1e-7
-            }
+        if total > 1e-9 * f.rate_unit:
+            weights = {topo.clusters[d]: float(v / total) for d, v in zip(dsts, vals, strict=True)}
         else:  # no traffic on this key: the default, nearest cluster (inside its bounds)
             deployed = list(app.service_of(k.to).clusters)
             shares = None
@@ -249,5 +359,5 @@ def _routing(f: Formulation, x: np.ndarray, constraints: tuple[Constraint, ...] 
                 lo, hi = bounded[k]
                 shares = feasible_shares(topo.by_distance(k.from_cluster, deployed), lo, hi)
             weights = shares or dict(split_or_nearest(topo, k.from_cluster, deployed, None))
-        routes.append(Route(k.from_service, k.from_cluster, k.to, weights))
+        routes.append(Route(k.from_service, k.from_cluster, k.to, _micro_round(weights)))
     return Routing(tuple(routes))

@@ -35,18 +35,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from slate.evaluate import RouteResolver
 from slate.model.app import split_endpoint_id
 from slate.model.demand import IngressDemand
 from slate.model.latency import MMcStation
 from slate.model.routing import INGRESS, Routing
 from slate.model.scenario import Scenario
-from slate.evaluate import RouteResolver
 from slate.telemetry.memory import LabelKey, MemoryBackend
 
 Truth = Literal["mmc", "distorted"]
@@ -164,7 +164,7 @@ class IstioMetrics:
         buckets: bool = True,
         drift: float = 0.02,
         latency_cv: float = 1.0,
-        call_jitter: float = 0.25,
+        call_jitter: float = 0.05,
         extra_labels: Mapping[str, str] | None = None,
     ) -> None:
         self.scenario = scenario
@@ -201,6 +201,7 @@ class IstioMetrics:
         self._state: dict[str, npt.NDArray[np.float64]] = {}
         self._last_t: float | None = None
         self.scrapes = 0
+        self.last_scrape: dict[str, tuple[list[LabelKey], npt.NDArray[np.float64]]] = {}
 
     # --- truth controls --------------------------------------------------------------------------
 
@@ -215,6 +216,11 @@ class IstioMetrics:
             if c == cluster:
                 self._scale[i] *= factor
 
+    def nominal_demand(self) -> npt.NDArray[np.float64]:
+        """Rps per ingress component with the demand steps applied, without the drift (what the
+        truth's optimum is computed for)."""
+        return self.nominal * self._scale
+
     def demand(self) -> npt.NDArray[np.float64]:
         """Current rps per ingress component (drift and steps applied)."""
         return self.nominal * self._scale * np.exp(self._log_factor)
@@ -222,7 +228,7 @@ class IstioMetrics:
     def demand_scenario(self, *, drifted: bool = False) -> Scenario:
         """The scenario with the current demand (steps applied; drift too when `drifted`): what
         the truth's judge should evaluate and optimise."""
-        d = self.demand() if drifted else self.nominal * self._scale
+        d = self.demand() if drifted else self.nominal_demand()
         out: list[IngressDemand] = []
         i = 0
         for ing in self.scenario.ingress:
@@ -434,7 +440,10 @@ class IstioMetrics:
             self._log_factor = 0.9 * self._log_factor + self.rng.normal(
                 0, self.drift, len(self._comp)
             )
-        return {name: (self._keys[name], self._state[name].copy()) for name in self._keys}
+        self.last_scrape = {
+            name: (self._keys[name], self._state[name].copy()) for name in self._keys
+        }
+        return self.last_scrape
 
     def _advance(self, dt: float) -> None:
         f = self._flows
@@ -451,7 +460,9 @@ class IstioMetrics:
         n_edges_all = len(self._series_edges)
         slots = np.array([self._edge_slot[e] for e in f.edges], dtype=np.intp)
         counts = np.zeros(n_edges_all)
-        counts[slots] = np.maximum(np.rint(fluid + jitter), 0.0)
+        x = np.maximum(fluid + jitter, 0.0)
+        whole = np.floor(x)
+        counts[slots] = whole + (rng.random(len(x)) < x - whole)  # unbiased integer counts
         dst_ms = np.zeros(n_edges_all)
         dst_ms[slots] = node_t[f.edge_node]
         rtt = np.zeros(n_edges_all)
@@ -562,6 +573,64 @@ class IstioMetrics:
 
 def _fmt_le(b: float) -> str:
     return repr(float(b)) if b != int(b) else f"{int(b)}"
+
+
+# --- A live exporter (prometheus-client) ---------------------------------------------------------
+
+
+class LiveCollector:
+    """A prometheus-client collector: every collection advances `gen` to the wall clock and
+    exposes the counters (optionally recording the same scrape into `store`), so a real
+    Prometheus scraping it sees the simulated mesh continue after its backfilled history."""
+
+    def __init__(
+        self, gen: IstioMetrics, store: MemoryBackend | None = None, clock: Any = None
+    ) -> None:
+        import threading
+        import time
+
+        self.gen = gen
+        self.store = store
+        self.clock = clock or time.time
+        self.lock = threading.Lock()
+
+    def describe(self) -> list[Any]:
+        return []  # so registering does not collect (which would advance the simulation)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.metrics_core import Metric
+
+        with self.lock:
+            t = float(self.clock())
+            if self.store is not None:
+                self.gen.write(self.store, t)
+                scrape = {m: self.gen.last_scrape[m] for m in self.gen.last_scrape}
+            else:
+                scrape = self.gen.scrape(t)
+        families: dict[str, Any] = {}
+        for name, (keys, values) in scrape.items():
+            if name.endswith("_total"):
+                fam, typ = name[: -len("_total")], "counter"
+            else:
+                fam, typ = name.rsplit("_", 1)[0], "histogram"
+            metric = families.get(fam)
+            if metric is None:
+                metric = families[fam] = Metric(fam, f"{fam} (slate simulator)", typ)
+            for key, v in zip(keys, values, strict=True):
+                metric.add_sample(name, dict(key), float(v))
+                if typ == "histogram" and name.endswith("_count") and not self.gen.buckets:
+                    metric.add_sample(f"{fam}_bucket", {**dict(key), "le": "+Inf"}, float(v))
+        yield from families.values()
+
+
+def serve_metrics(collector: LiveCollector, port: int, host: str = "127.0.0.1") -> tuple[Any, Any]:
+    """Serve `collector` on http://host:port/metrics (loopback by default); returns prometheus-
+    client's (server, thread): `server.shutdown()` stops it."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return start_http_server(port, addr=host, registry=registry)
 
 
 # --- OpenMetrics ----------------------------------------------------------------------------------

@@ -268,6 +268,61 @@ class Observation:
     def total_ingress_rps(self) -> float:
         return sum(self.ingress.values())
 
+    def to_json(self) -> dict[str, Any]:
+        """The telemetry part of `slate observe`'s JSON (closed-loop.md): `at`, `window_s`,
+        `ingress`, `stations` (without `curve`), `routes`, `rtt_ms`, `bytes_kb`, plus
+        `newest_sample_at` and `problems`. Learning adds `calls` and each station's `curve`.
+        A station's `mean_latency_ms` is its own latency (what its curve models), `samples` the
+        lookback points with traffic and a latency."""
+
+        def num(x: float | None, nd: int = 4) -> float | None:
+            return None if x is None or not math.isfinite(x) else round(x, nd)
+
+        stations = []
+        for st in sorted(self.stations.values(), key=lambda s: s.key):
+            total = st.total_rps_series
+            samples = sum(
+                1
+                for r, lat in zip(total, st.own_latency_series, strict=False)
+                if r > 0 and math.isfinite(lat)
+            )
+            stations.append(
+                {
+                    "service": st.service,
+                    "cluster": st.cluster,
+                    "rps": num(st.rps),
+                    "mean_latency_ms": num(st.own_latency_ms),
+                    "samples": samples,
+                }
+            )
+        rtt = [
+            {"from": a, "to": b, "ms": num(r.ms), "source": r.source}
+            for (a, b), r in sorted(self.rtt.items())
+        ]
+        return {
+            "at": _rfc3339(self.at),
+            "window_s": self.window_s,
+            "newest_sample_at": None
+            if self.newest_sample_at is None
+            else _rfc3339(self.newest_sample_at),
+            "ingress": [
+                {"to": e, "cluster": c, "rps": num(v)} for (e, c), v in sorted(self.ingress.items())
+            ],
+            "stations": stations,
+            "routes": [r.to_json() for _, r in sorted(self.routes.items())],
+            "rtt_ms": rtt,
+            "bytes_kb": [
+                {
+                    "from_service": b.from_service,
+                    "to": b.to,
+                    "request_kb": num(b.request_kb),
+                    "response_kb": num(b.response_kb),
+                }
+                for _, b in sorted(self.bytes_per_call.items())
+            ],
+            "problems": list(self.problems),
+        }
+
     def rtt_ms(self, a: str, b: str) -> float | None:
         """RTT between two clusters (0 for a cluster to itself; None when unmeasured)."""
         if a == b:
@@ -285,6 +340,10 @@ class TelemetrySource(Protocol):
         Raises TelemetryUnavailable when the backend cannot be reached; everything else that is
         wrong with the data is reported in `Observation.problems`."""
         ...
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def utc(at: datetime | None) -> datetime:

@@ -47,7 +47,16 @@ DISAGREE_TOLERANCE = 0.25
 MIN_RPS = 0.05
 """Rates below this are treated as no traffic when judging agreement and measuring RTT."""
 
+MAX_PROBLEMS = 100
+"""Problems listed per Observation; the rest are counted in a last line."""
+MAX_LABEL_CHARS = 80
+"""Label values (client-controlled strings) are truncated to this in problem messages."""
+
 Grid = npt.NDArray[np.float64]
+
+
+def _short(value: str) -> str:
+    return value if len(value) <= MAX_LABEL_CHARS else value[: MAX_LABEL_CHARS - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -115,11 +124,22 @@ class _Ctx:
         self.services = set(self.endpoints)
         self.clusters = [c.name for c in policy.clusters]
         self.problems: list[str] = []
+        self._seen: set[str] = set()
+        self.dropped = 0
         self._unknown: set[tuple[str, str]] = set()
 
     def problem(self, msg: str) -> None:
-        if msg not in self.problems:
+        if msg in self._seen:
+            return
+        self._seen.add(msg)
+        if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(msg)
+        else:
+            self.dropped += 1
+
+    def finish(self) -> tuple[str, ...]:
+        tail = [f"... and {self.dropped} more problem(s)"] if self.dropped else []
+        return (*self.problems, *tail)
 
     def endpoint_id(self, service: str, label: str) -> str | None:
         m = self.endpoints[service]
@@ -130,7 +150,9 @@ class _Ctx:
             return next(iter(m.values()))
         if eid is None and (service, label) not in self._unknown:
             self._unknown.add((service, label))
-            what = f"{self.policy.endpoint_label}={label!r}" if label else "no endpoint label"
+            what = (
+                f"{self.policy.endpoint_label}={_short(label)!r}" if label else "no endpoint label"
+            )
             self.problem(
                 f"calls to {service} with {what}: not an endpoint class of the policy; ignored"
             )
@@ -149,10 +171,8 @@ class _Ctx:
 
 def _nan_add(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Sum where either has a value (like PromQL's sum over series): NaN only where both are."""
-    both = np.isnan(a) & np.isnan(b)
-    s = np.nan_to_num(a) + np.nan_to_num(b)
-    s[both] = np.nan
-    return s
+    na, nb = np.isnan(a), np.isnan(b)
+    return np.where(na, b, np.where(nb, a, a + b))
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -162,7 +182,7 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _tup(a: npt.NDArray[np.float64]) -> tuple[float, ...]:
-    return tuple(float(x) for x in a)
+    return tuple(a.tolist())
 
 
 class Observer:
@@ -298,10 +318,10 @@ def _build(
         cnt = dur_count.get(key, nan)
         dsum = dur_sum.get(key, nan)
         osum = out_sum.get(key)
-        calls_out = any(np.nansum(s) > 0 for s in outbound.get(key, {}).values())
+        calls_out = any(bool((s > 0).any()) for s in outbound.get(key, {}).values())
         if osum is None:
             if calls_out:
-                ctx.problem(f"{svc}@{c} makes calls but its outbound durations are missing")
+                ctx.problem(f"{svc}@{_short(c)} makes calls but its outbound durations are missing")
             osum = np.where(np.isnan(cnt), np.nan, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             lat = np.where(cnt > 0, dsum / cnt, np.nan)
@@ -313,12 +333,13 @@ def _build(
         own_now = float(own[-1]) if np.isfinite(own[-1]) else None
         if own_now is not None and own_now < 0:
             ctx.problem(
-                f"{svc}@{c}: own latency {own_now:.3g} ms < 0 (outbound durations exceed inbound)"
+                f"{svc}@{_short(c)}: own latency {own_now:.3g} ms < 0 "
+                "(outbound durations exceed inbound)"
             )
         if series and all(np.isnan(s[-1]) for s in series.values()) and np.any(~np.isnan(total)):
             last_i = int(np.max(np.nonzero(~np.isnan(total))[0]))
             ctx.problem(
-                f"{svc}@{c}: no destination-reported data at the evaluation time "
+                f"{svc}@{_short(c)}: no destination-reported data at the evaluation time "
                 f"(last at {_iso(float(ctx.grid[last_i]))}): partial scrape or station gone"
             )
         stations[key] = StationObservation(
@@ -342,7 +363,7 @@ def _build(
             continue
         if abs(src_r - dst_r) > DISAGREE_TOLERANCE * max(src_r, dst_r):
             ctx.problem(
-                f"{sk[0]}@{sk[1]}: source-reported {src_r:.3g} rps vs destination-reported "
+                f"{sk[0]}@{_short(sk[1])}: source-reported {src_r:.3g} rps vs destination-reported "
                 f"{dst_r:.3g} rps (partial scrape or unmeshed callers?)"
             )
 
@@ -391,7 +412,7 @@ def _build(
         routes=routes,
         bytes_per_call=bytes_pc,
         rtt=rtt,
-        problems=tuple(ctx.problems),
+        problems=ctx.finish(),
     )
 
 
@@ -471,6 +492,7 @@ def _resets_problems(ctx: _Ctx, a: Mapping[str, list[SeriesResult]]) -> None:
             svc, c = r.labels.get(DST_SVC, ""), r.labels.get(DST_CLUSTER, "")
             rep = r.labels.get("reporter", "")
             ctx.problem(
-                f"{int(n)} counter reset(s) in the lookback on istio_requests_total to {svc}@{c} "
-                f"(reporter={rep}; a pod restarted?): rate() corrects them"
+                f"{int(n)} counter reset(s) in the lookback on istio_requests_total to "
+                f"{_short(svc)}@{_short(c)} (reporter={_short(rep)}; a pod restarted?): "
+                "rate() corrects them"
             )

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,7 +39,7 @@ from slate.xds.resources import (
     destination_weights,
     locality_plan,
 )
-from slate.xds.views import ViewKey
+from slate.xds.views import ViewKey, local_name, service_of
 
 _BODY_MEMO_LIMIT = 20_000
 _BODY_MEMO_BYTES = 64 << 20
@@ -69,9 +69,10 @@ class Resource:
         generation: int,
         plan: LocalityPlan,
         endpoints: Mapping[str, Endpoints],
+        type_url: str = CLA_TYPE_URL,
     ) -> Resource:
         version = hashlib.sha256(cla).hexdigest()[:16]
-        any_bytes = wire.any_message(CLA_TYPE_URL, cla)
+        any_bytes = wire.any_message(type_url, cla)
         return Resource(
             name,
             version,
@@ -185,6 +186,9 @@ class XdsCache:
         self._watchers: dict[tuple[ViewKey, str], set[Watcher]] = defaultdict(set)
         self._wildcard: dict[ViewKey, set[Watcher]] = defaultdict(set)
         self._waiting: set[ServicesWatcher] = set()
+        self.followers: list[Callable[[float], int]] = []
+        """Called after each update with its start time (the derived LDS/RDS/CDS caches); each
+        returns how many watchers it notified."""
         """Watchers with names whose service is unknown: told when the services change."""
         self._names: dict[ViewKey, frozenset[str]] = {}
         self._bodies: dict[tuple[object, ...], tuple[bytes, str, Mapping[str, str]]] = {}
@@ -237,7 +241,7 @@ class XdsCache:
 
     def knows(self, name: str) -> bool:
         """Whether `name`'s service exists (has an entry in the endpoints)."""
-        return name.split(".", 1)[0] in self._endpoints.services
+        return service_of(name) in self._endpoints.services
 
     def names(self, view: ViewKey) -> frozenset[str]:
         """What a wildcard subscription from `view` gets: every service with an endpoints entry,
@@ -386,6 +390,8 @@ class XdsCache:
         if services_changed:
             for w in list(self._waiting):
                 w.services_changed(started)
+        for follow in list(self.followers):
+            notified += follow(started)
         seconds = time.monotonic() - started
         if self.metrics is not None:
             self.metrics.cache_generation.set(self.generation)
@@ -415,8 +421,9 @@ class XdsCache:
 
     def _build(self, view: ViewKey, name: str, old: Resource | None) -> Resource | None:
         """The resource for (view, name), or `old` itself if its content would not change."""
-        by_cluster = self._endpoints.clusters_of(name.split(".", 1)[0])
-        weights = destination_weights(self._index, self._endpoints, view, name)
+        plain = local_name(name)  # xdstp://.../cart -> cart, served under the name asked for
+        by_cluster = self._endpoints.clusters_of(plain.split(".", 1)[0])
+        weights = destination_weights(self._index, self._endpoints, view, plain)
         if by_cluster is None or weights is None:
             return None
         plan = locality_plan(weights, by_cluster, self.options.weight_total)

@@ -16,6 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from slate.logs import LEVELS, configure, kv
 from slate.model.errors import InputError
@@ -45,7 +46,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=18000, help="gRPC port (default 18000; 0 = any)")
     s.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port"
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics and /healthz on this port (0 = any)",
+    )
+    s.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="listen address of /metrics and /healthz, separate from --host (default 127.0.0.1)",
+    )
+    s.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve xDS over TLS")
+    s.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    s.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="PEM CA: require client certificates signed by it (mTLS)",
+    )
+    s.add_argument(
+        "--identity-table",
+        type=Path,
+        help="YAML: which SPIFFE identities may read which services' views (needs mTLS)",
     )
     s.add_argument(
         "--istio-tls-metadata",
@@ -97,9 +118,10 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError("--max-names", f"must be >= 1, got {args.max_names}")
     if args.max_request_bytes < 1024:
         raise InputError("--max-request-bytes", f"must be >= 1024, got {args.max_request_bytes}")
+    metrics = XdsMetrics()
+    security = _security(args, metrics)  # flags and certificates first: InputError -> exit 2
     routes_signature = file_signature(args.routes)
     routing = load_safely(load_routing, args.routes)  # any failure -> InputError -> exit 2
-    metrics = XdsMetrics()
     source = StaticEndpointSource(
         args.endpoints,
         args.reload_interval,
@@ -113,7 +135,7 @@ def serve(args: argparse.Namespace) -> int:
         ClaOptions(weight_total=args.weight_total, istio_tls_metadata=args.istio_tls_metadata),
         metrics,
     )
-    return asyncio.run(_run(args, cache, source, metrics, routes_signature))
+    return asyncio.run(_run(args, cache, source, metrics, routes_signature, security))
 
 
 async def _run(
@@ -122,9 +144,13 @@ async def _run(
     source: StaticEndpointSource,
     metrics: XdsMetrics,
     routes_signature: tuple[int, int, int] | None,
+    security: tuple[Any, Any],
 ) -> int:
     limits = Limits(max_names=args.max_names, max_request_bytes=args.max_request_bytes)
-    server = XdsServer(cache, metrics=metrics, limits=limits)
+    credentials, authorizer = security
+    server = XdsServer(
+        cache, metrics=metrics, limits=limits, credentials=credentials, authorizer=authorizer
+    )
     try:
         port = await server.start(host_port(args.host, args.port))
     except OSError as e:
@@ -133,11 +159,13 @@ async def _run(
     http = None
     if args.metrics_port is not None:
         try:
-            http, _thread = metrics.serve_http(args.metrics_port, args.host)
+            http, _thread = metrics.serve_http(
+                args.metrics_port, args.metrics_host, healthy=lambda: server.serving
+            )
         except OSError as e:
             await server.stop(grace=0)
             raise InputError("--metrics-port", f"cannot listen: {e.strerror}") from None
-        ready += f" metrics on {host_port(args.host, http.server_port)}"
+        ready += f" metrics on {host_port(args.metrics_host, http.server_port)}"
     tune_gc()
     print(ready, flush=True)
 
@@ -178,6 +206,30 @@ async def _run(
         if http is not None:
             http.shutdown()
     return 0
+
+
+def _security(args: argparse.Namespace, metrics: XdsMetrics) -> tuple[Any, Any]:
+    """(credentials, authorizer) from the TLS and identity flags; InputError if inconsistent."""
+    from slate.xds.security import Authorizer, TlsFiles, load_identity_table, server_credentials
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise InputError("--tls-cert", "--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise InputError("--tls-client-ca", "needs --tls-cert and --tls-key (mTLS is TLS)")
+    if args.identity_table is not None and args.tls_client_ca is None:
+        raise InputError(
+            "--identity-table", "needs --tls-client-ca: identities come from client certificates"
+        )
+    credentials = None
+    if args.tls_cert is not None:
+        credentials = server_credentials(
+            TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca), metrics
+        )
+    authorizer = None
+    if args.identity_table is not None:
+        table = load_safely(load_identity_table, args.identity_table)
+        authorizer = Authorizer(table, metrics)
+    return credentials, authorizer
 
 
 def host_port(host: str, port: int) -> str:

@@ -13,6 +13,8 @@ ENDPOINTS.yaml:
         clusters:
           us-west: ["10.0.1.5:8080", "10.0.1.6:8080"]
           us-east: ["10.1.1.5:8080"]
+        endpoints:               # optional: endpoint classes, for the routes served by RDS
+          list: {path_prefix: /hipstershop.ProductCatalogService/ListProducts}
     rtt_ms:                      # optional, as in scenarios: upper triangle is enough
       us-west: {us-east: 62}
 
@@ -46,6 +48,14 @@ class Endpoint:
 Endpoints = tuple[Endpoint, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestMatch:
+    """How requests of one endpoint class are recognised: a path prefix and/or an HTTP method."""
+
+    path_prefix: str | None = None
+    method: str | None = None
+
+
 @dataclass(frozen=True)
 class EndpointSet:
     """Endpoints per service per cluster, plus optional inter-cluster RTTs.
@@ -56,11 +66,16 @@ class EndpointSet:
 
     services: Mapping[str, Mapping[str, Endpoints]]
     rtt_ms: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    matches: Mapping[str, Mapping[str, RequestMatch]] = field(default_factory=dict)
+    """Per service, its endpoint classes and how their requests are recognised (for the routes
+    slate serves to proxyless gRPC clients: RDS); optional."""
 
     def __post_init__(self) -> None:
         frozen = {s: MappingProxyType(dict(by_cluster)) for s, by_cluster in self.services.items()}
         object.__setattr__(self, "services", MappingProxyType(frozen))
         object.__setattr__(self, "rtt_ms", MappingProxyType(dict(self.rtt_ms)))
+        m = {s: MappingProxyType(dict(by_ep)) for s, by_ep in self.matches.items()}
+        object.__setattr__(self, "matches", MappingProxyType(m))
 
     def clusters_of(self, service: str) -> Mapping[str, Endpoints] | None:
         """The service's endpoints by cluster (empty clusters included), or None if unknown."""
@@ -102,6 +117,7 @@ def endpoints_from_data(data: Any) -> EndpointSet:
     if not isinstance(services_raw, dict):
         raise InputError("services", "is required and must be a mapping of service names")
     services: dict[str, dict[str, Endpoints]] = {}
+    matches: dict[str, dict[str, RequestMatch]] = {}
     for name, svc in services_raw.items():
         spath = f"services.{name}"
         if not isinstance(name, str) or not name or "." in name:
@@ -122,7 +138,30 @@ def endpoints_from_data(data: Any) -> EndpointSet:
                 raise InputError(cpath, "lists an endpoint twice")
             by_cluster[cluster] = tuple(eps)
         services[name] = by_cluster
-    return EndpointSet(services, _parse_rtt(data.get("rtt_ms")))
+        if svc.get("endpoints") is not None:
+            matches[name] = _parse_matches(svc["endpoints"], f"{spath}.endpoints")
+    return EndpointSet(services, _parse_rtt(data.get("rtt_ms")), matches)
+
+
+def _parse_matches(raw: Any, path: str) -> dict[str, RequestMatch]:
+    if not isinstance(raw, dict):
+        raise InputError(path, "must be a mapping {endpoint: {path_prefix: /..., method: GET}}")
+    out: dict[str, RequestMatch] = {}
+    for ep, spec in raw.items():
+        epath = f"{path}.{ep}"
+        if not isinstance(ep, str) or not ep or "." in ep:
+            raise InputError(epath, "endpoint names must be non-empty strings without '.'")
+        if not isinstance(spec, dict) or not set(spec) <= {"path_prefix", "method"}:
+            raise InputError(epath, "must be a mapping with path_prefix and/or method")
+        prefix, method = spec.get("path_prefix"), spec.get("method")
+        if prefix is not None and (not isinstance(prefix, str) or not prefix.startswith("/")):
+            raise InputError(f"{epath}.path_prefix", f"must start with '/', got {prefix!r}")
+        if method is not None and (not isinstance(method, str) or not method.isalpha()):
+            raise InputError(f"{epath}.method", f"must be an HTTP method, got {method!r}")
+        if prefix is None and method is None:
+            raise InputError(epath, "needs a path_prefix or a method")
+        out[ep] = RequestMatch(prefix, method.upper() if method else None)
+    return out
 
 
 def _parse_rtt(raw: Any) -> dict[tuple[str, str], float]:

@@ -122,6 +122,12 @@ class FollowerCache:
     # ---- ConfigCache (read-only, delegated) ---------------------------------------------------
 
     @property
+    def base_cache(self) -> XdsCache:
+        """The cache behind this one (the server derives its Listener/Route/Cluster caches from
+        it; nothing else should write to it)."""
+        return self._inner
+
+    @property
     def generation(self) -> int:
         return self._inner.generation
 

@@ -5,10 +5,19 @@ Labels: `api` = ads | eds, `mode` = sotw | delta, `view` = `service@cluster`.
 
 from __future__ import annotations
 
+import socket
 import threading
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
 
 PUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -81,6 +90,13 @@ class XdsMetrics:
             registry=r,
         )
 
+        self.refused = Counter(
+            "slate_xds_refused",
+            "Streams refused by authorization, by reason.",
+            ["reason"],
+            registry=r,
+        )
+
     def reload_rejected(self, file: str) -> None:
         self.reloads.labels(file, "rejected").inc()
         self.reload_failures.labels(file).inc()
@@ -89,6 +105,30 @@ class XdsMetrics:
         self.reloads.labels(file, "applied").inc()
         self.last_reload_success.labels(file).set_to_current_time()
 
-    def serve_http(self, port: int, host: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:
-        """Serve /metrics on host:port from a daemon thread (port 0 picks a free one)."""
-        return start_http_server(port, addr=host, registry=self.registry)
+    def serve_http(
+        self, port: int, host: str = "127.0.0.1", healthy: Callable[[], bool] | None = None
+    ) -> tuple[WSGIServer, threading.Thread]:
+        """Serve /metrics, and /healthz (200 while `healthy()`, else 503), on host:port from a
+        daemon thread (port 0 picks a free one; IPv6 literals work)."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == "/healthz":
+                ok = healthy() if healthy is not None else True
+                status = "200 OK" if ok else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "text/plain")])
+                return [b"ok\n" if ok else b"not serving\n"]
+            result: Iterable[bytes] = metrics_app(environ, start_response)
+            return result
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        httpd = make_server(host.strip("[]"), port, app, Server, handler_class=Quiet)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        return httpd, thread

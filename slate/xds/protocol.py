@@ -24,10 +24,11 @@ only moves bytes. One class per protocol variant; the shared bookkeeping is in `
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ import grpc
 from slate.logs import kv
 from slate.xds.cache import ConfigCache, Resource
 from slate.xds.callbacks import Callbacks
+from slate.xds.config import FULL_STATE_TYPES
 from slate.xds.resources import CLA_TYPE_URL
 from slate.xds.views import InvalidNode, NodeMapper, ViewKey
 from slate.xds.wire import with_nonce
@@ -138,8 +140,21 @@ class StreamState:
         on_nack: Callable[[NackRecord], None] | None = None,
         limits: Limits = DEFAULT_LIMITS,
         callbacks: Callbacks | None = None,
+        type_url: str = CLA_TYPE_URL,
+        nonces: Iterator[int] | None = None,
     ) -> None:
         self.cache = cache
+        self.type_url = type_url
+        self.full_state = type_url in FULL_STATE_TYPES and self.mode == SOTW
+        """SotW Listener/Cluster responses carry every subscribed resource; absence = removal."""
+        self._nonces = nonces if nonces is not None else itertools.count(1)
+        """Shared by the types of one ADS stream, so every response's nonce is unique on it."""
+        self._requests = 0
+        self._last_nonce = ""
+        self._must_answer = False
+        """Answer the next request even with nothing (Listener, Cluster, unserved types: a client
+        waits for the first response before it goes on)."""
+        self._rejected_full: Mapping[str, str] | None = None
         self.limits = limits
         self.callbacks = callbacks
         self.node_mapper = node_mapper
@@ -161,7 +176,6 @@ class StreamState:
         self._outstanding: OrderedDict[str, Mapping[str, str]] = OrderedDict()
         self._dirty: set[str] = set()
         self._dirty_since: float | None = None
-        self._nonce = 0
         self._closed = False
         self._legacy = False
         """Legacy wildcard: the first request named nothing, and none since has named anything."""
@@ -211,12 +225,22 @@ class StreamState:
         self.view = view
         return view
 
+    def _begin(self, req: Any) -> bool:
+        """Identify the stream on its first request; True if this is the first of its type."""
+        if self.view is None:
+            self._identify(req.node if req.HasField("node") else None)
+        first = self._requests == 0
+        self._requests += 1
+        if first and self.type_url != CLA_TYPE_URL:
+            self._must_answer = True
+        return first
+
     def _check_type(self, type_url: str) -> None:
-        if type_url == CLA_TYPE_URL or (self.api == EDS and not type_url):
+        if type_url == self.type_url or (self.api == EDS and not type_url):
             return
         raise ProtocolError(
             grpc.StatusCode.UNIMPLEMENTED,
-            f"slate serves only {CLA_TYPE_URL} on this stream, not {type_url!r}",
+            f"this stream serves {self.type_url}, not {clip(type_url)!r}",
         )
 
     def _resolve(self, nonce: str, error: Any | None) -> None:
@@ -243,6 +267,8 @@ class StreamState:
                 self.callbacks.on_ack(self, nonce)
             return
         self.nacked.update((n, v) for n, v in versions.items() if v != _ABSENT)
+        if self.full_state:
+            self._rejected_full = versions
         record = NackRecord(
             self.node_id,
             str(self.view),
@@ -316,12 +342,14 @@ class StreamState:
 
     def next_response(self) -> Outgoing | None:
         """What to send now, if anything; records it as sent."""
-        if not self._dirty or self.view is None or self._closed:
+        if self.view is None or self._closed:
             self._dirty.clear()
             return None
+        if not self._dirty:
+            return self._empty_answer() if self._must_answer else None
         dirty = self._dirty
         started = self._dirty_since
-        if len(dirty) <= self.limits.slice_names:
+        if len(dirty) <= self.limits.slice_names or self.full_state:
             names = sorted(dirty)
             dirty.clear()
             self._dirty_since = None
@@ -331,10 +359,18 @@ class StreamState:
             dirty.difference_update(names)
         out = self._build(names)
         if out is None:
-            return None
+            return self._empty_answer() if self._must_answer and not dirty else None
         payload, versions = out
-        self._nonce += 1
-        nonce = str(self._nonce)
+        if self.full_state:
+            self.sent.clear()  # a full-state response replaces what the client has
+        return self._record(payload, versions, started)
+
+    def _record(
+        self, payload: bytes, versions: Mapping[str, str], started: float | None
+    ) -> Outgoing:
+        nonce = str(next(self._nonces))
+        self._last_nonce = nonce
+        self._must_answer = False
         self.sent.update(versions)
         outstanding = self._outstanding
         outstanding[nonce] = versions
@@ -342,6 +378,14 @@ class StreamState:
             outstanding.popitem(last=False)
         self.responses += 1
         return Outgoing(with_nonce(payload, nonce), nonce, versions, started)
+
+    def _empty_answer(self) -> Outgoing:
+        """A response with no resources (for SotW Listener/Cluster: there are none)."""
+        if self.mode == SOTW:
+            body = self.cache.sotw_response(())[0]
+        else:
+            body = self.cache.delta_body((), ())
+        return self._record(body, {}, None)
 
     def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
         raise NotImplementedError
@@ -362,10 +406,13 @@ class StreamState:
         if self.wildcard:
             self.cache.unwatch_all(self, self.view)
 
+    def on_request(self, req: Any) -> None:
+        raise NotImplementedError
+
     @property
     def has_pending(self) -> bool:
         """Whether `next_response()` may have something to send."""
-        return bool(self._dirty)
+        return bool(self._dirty) or self._must_answer
 
     @property
     def outstanding(self) -> int:
@@ -380,12 +427,10 @@ class SotwStream(StreamState):
     mode = SOTW
 
     def on_request(self, req: Any) -> None:
-        first = self.view is None
-        if first:
-            self._identify(req.node if req.HasField("node") else None)
+        first = self._begin(req)
         self._check_type(req.type_url)
         nonce = req.response_nonce
-        if nonce and self._nonce and nonce != str(self._nonce):
+        if nonce and self._last_nonce and nonce != self._last_nonce:
             # A stale request (it answers an earlier response than the latest): the protocol
             # says to ignore it; the client sends its current interest with the latest nonce.
             log.debug("%s", kv("stale_nonce", node=clip(self.node_id), nonce=clip(nonce)))
@@ -411,6 +456,8 @@ class SotwStream(StreamState):
         self._set_subscription(names, wildcard)
 
     def _build(self, names: Sequence[str]) -> tuple[bytes, Mapping[str, str]] | None:
+        if self.full_state:
+            return self._build_full()
         # The per-stream hot path of a push: `_wanted` and `_fresh` inlined.
         view, cache, sent, nacked = self.view, self.cache, self.sent, self.nacked
         assert view is not None
@@ -436,6 +483,23 @@ class SotwStream(StreamState):
         body, _version_info, versions = cache.sotw_response(out)
         return body, versions
 
+    def _build_full(self) -> tuple[bytes, Mapping[str, str]] | None:
+        """Listener / Cluster: every subscribed resource that exists, or nothing if that is what
+        the client has (or rejected)."""
+        view, cache = self.view, self.cache
+        assert view is not None
+        wanted = self.explicit - self.unknown
+        if self.wildcard:
+            wanted = wanted | cache.names(view)
+        out = [r for n in sorted(wanted) if (r := cache.resource(view, n)) is not None]
+        versions = {r.name: r.version for r in out}
+        if self.responses and versions == self.sent:
+            return None
+        if self._rejected_full is not None and versions == dict(self._rejected_full):
+            return None
+        body, _version_info, shared = cache.sotw_response(out)
+        return body, shared
+
 
 class DeltaStream(StreamState):
     """Incremental: requests carry subscription changes and, separately, ACK/NACK by nonce."""
@@ -443,9 +507,7 @@ class DeltaStream(StreamState):
     mode = DELTA
 
     def on_request(self, req: Any) -> None:
-        first = self.view is None
-        if first:
-            self._identify(req.node if req.HasField("node") else None)
+        first = self._begin(req)
         self._check_type(req.type_url)
         if req.response_nonce:
             self._resolve(
@@ -512,3 +574,101 @@ class DeltaStream(StreamState):
         versions = {r.name: r.version for r in out}
         versions.update((name, _ABSENT) for name in removed)
         return body, versions
+
+
+class AdsStream:
+    """One ADS stream: a SotW or delta state per resource type, created at its first request.
+
+    The node (first request) chooses the view for every type. Types slate serves get their cache
+    from `caches`; any other type gets an `UnservedCache` (an empty answer), so a client asking
+    for, say, Secrets does not lose its Listeners, Clusters and endpoints with the stream.
+    Responses of all types share one nonce sequence. Presents the same surface as a `StreamState`
+    to the server (on_request, has_pending, next_response, close, view, ...).
+    """
+
+    def __init__(
+        self,
+        kind: type[StreamState],
+        caches: Mapping[str, ConfigCache],
+        unserved: Callable[[str], ConfigCache],
+        node_mapper: NodeMapper,
+        *,
+        wake: Callable[[], None],
+        limits: Limits = DEFAULT_LIMITS,
+        callbacks: Callbacks | None = None,
+    ) -> None:
+        self.kind = kind
+        self.mode = kind.mode
+        self.api = ADS
+        self.caches = caches
+        self.unserved = unserved
+        self.node_mapper = node_mapper
+        self.limits = limits
+        self.callbacks = callbacks
+        self._wake = wake
+        self._nonces = itertools.count(1)
+        self.types: dict[str, StreamState] = {}
+        self.node_id = ""
+        self.view: ViewKey | None = None
+        self._turn = 0
+
+    def on_request(self, req: Any) -> None:
+        type_url = str(req.type_url)
+        sub = self.types.get(type_url)
+        if sub is None:
+            if not type_url:
+                raise ProtocolError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "an ADS request must carry type_url"
+                )
+            if len(self.types) >= 16:
+                raise ProtocolError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, "too many resource types on one stream"
+                )
+            cache = self.caches.get(type_url) or self.unserved(type_url)
+            sub = self.kind(
+                cache,
+                self.node_mapper,
+                api=ADS,
+                wake=self._wake,
+                limits=self.limits,
+                callbacks=self.callbacks,
+                type_url=type_url,
+                nonces=self._nonces,
+            )
+            if self.view is not None:
+                sub.view, sub.node_id = self.view, self.node_id
+            elif not req.HasField("node"):
+                raise ProtocolError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "the first request of a stream must carry node",
+                )
+            self.types[type_url] = sub
+        sub.on_request(req)
+        if self.view is None:
+            self.view, self.node_id = sub.view, sub.node_id
+
+    @property
+    def has_pending(self) -> bool:
+        return any(s.has_pending for s in self.types.values())
+
+    def next_response(self) -> Outgoing | None:
+        """The next response of the types in turn (one slice of one type per call)."""
+        subs = list(self.types.values())
+        for i in range(len(subs)):
+            sub = subs[(self._turn + i) % len(subs)]
+            if sub.has_pending:
+                self._turn = (self._turn + i + 1) % len(subs)
+                return sub.next_response()
+        return None
+
+    @property
+    def outstanding(self) -> int:
+        return sum(s.outstanding for s in self.types.values())
+
+    @property
+    def responses(self) -> int:
+        return sum(s.responses for s in self.types.values())
+
+    def close(self) -> None:
+        for s in self.types.values():
+            s.close()

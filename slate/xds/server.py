@@ -19,7 +19,7 @@ import collections
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from slate.logs import kv
-from slate.xds.cache import ConfigCache
+from slate.xds.cache import ConfigCache, XdsCache
 from slate.xds.callbacks import CallbackList, Callbacks, MetricsCallbacks, NackHistory
 from slate.xds.metrics import XdsMetrics
 from slate.xds.protocol import (
@@ -37,6 +37,7 @@ from slate.xds.protocol import (
     DELTA,
     EDS,
     SOTW,
+    AdsStream,
     DeltaStream,
     Limits,
     NackRecord,
@@ -45,7 +46,10 @@ from slate.xds.protocol import (
     StreamState,
     clip,
 )
-from slate.xds.views import NodeMapper, plain_envoy_view
+from slate.xds.resources import CLA_TYPE_URL
+from slate.xds.security import Authorizer, Refused, peer_identities
+from slate.xds.typed import UnservedCache, derived_caches
+from slate.xds.views import NodeMapper, ViewKey, plain_envoy_view
 
 log = logging.getLogger("slate.xds.server")
 
@@ -96,8 +100,22 @@ class XdsServer:
         nack_history: int = 100,
         limits: Limits = DEFAULT_LIMITS,
         callbacks: Sequence[Callbacks] = (),
+        caches: Mapping[str, ConfigCache] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.cache = cache
+        self.credentials = credentials
+        """TLS/mTLS (security.server_credentials); None = plaintext."""
+        self.authorizer = authorizer
+        """Which views a peer's certificate identity may read; None = any."""
+        base = getattr(cache, "base_cache", cache)
+        if caches is None:
+            caches = derived_caches(base) if isinstance(base, XdsCache) else {}
+        self.caches: dict[str, ConfigCache] = {CLA_TYPE_URL: cache, **caches}
+        """Per type URL, the cache ADS streams are served from (CLAs from `cache`; Listeners,
+        RouteConfigurations and Clusters derived from it; any other type: nothing)."""
+        self._base = base
         self.limits = limits
         self.node_mapper = node_mapper
         own = getattr(cache, "metrics", None)
@@ -127,7 +145,10 @@ class XdsServer:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
-            port: int = server.add_insecure_port(address)
+            if self.credentials is not None:
+                port: int = server.add_secure_port(address, self.credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -154,6 +175,11 @@ class XdsServer:
         await self._server.stop(grace)
         self._server = None
         self._closing = False
+
+    @property
+    def serving(self) -> bool:
+        """Started and not stopping (what /healthz reports)."""
+        return self._server is not None and not self._closing
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
@@ -201,16 +227,43 @@ class XdsServer:
             return
         wake = asyncio.Event()
         self._wakes.add(wake)
-        kind = SotwStream if mode == SOTW else DeltaStream
+        kind: type[StreamState] = SotwStream if mode == SOTW else DeltaStream
         callbacks = self.callbacks
-        stream = kind(
-            self.cache,
-            self.node_mapper,
-            api=api,
-            wake=wake.set,
-            limits=self.limits,
-            callbacks=callbacks,
-        )
+        node_mapper = self.node_mapper
+        authorizer = self.authorizer
+        if authorizer is not None:
+            identities = peer_identities(context)
+            peer = str(context.peer())
+
+            def node_mapper(node: Any) -> ViewKey:
+                view = self.node_mapper(node)
+                try:
+                    authorizer.check(identities, peer, view)
+                except Refused as e:
+                    raise ProtocolError(grpc.StatusCode.PERMISSION_DENIED, e.message) from None
+                return view
+
+        stream: Any
+        if api == ADS:
+            base = self._base
+            stream = AdsStream(
+                kind,
+                self.caches,
+                lambda type_url: UnservedCache(type_url, base),
+                node_mapper,
+                wake=wake.set,
+                limits=self.limits,
+                callbacks=callbacks,
+            )
+        else:
+            stream = kind(
+                self.cache,
+                node_mapper,
+                api=api,
+                wake=wake.set,
+                limits=self.limits,
+                callbacks=callbacks,
+            )
         self.streams.add(stream)
         state: dict[str, Any] = {"ended": False, "error": None, "opened": False}
 
@@ -232,8 +285,8 @@ class XdsServer:
                 )
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AioRpcError:
-                pass  # the peer went away
+            except (grpc.aio.AioRpcError, grpc.aio.AbortError, grpc.aio.UsageError):
+                pass  # the peer went away, or the RPC ended under us
             except Exception:
                 log.exception(
                     "%s", kv("stream_failed", node=clip(stream.node_id), view=clip(stream.view))

@@ -56,3 +56,25 @@ def plain_envoy_view(node: Any) -> ViewKey:
             f"node.locality.region is empty (node id {node.id!r}): set it to the source cluster"
         )
     return ViewKey(service, region)
+
+
+XDSTP = "xdstp://"
+
+
+def local_name(name: str) -> str:
+    """The plain resource name behind an `xdstp://` one (xDS federation), else `name` itself.
+
+    `xdstp://AUTHORITY/TYPE/ID[?PARAMS]` names the resource ID of TYPE at AUTHORITY; slate serves
+    the ID as if it had been asked by its plain name (a route's `to`, a service), under the full
+    name the client used. IDs are the last path segment (`.../ClusterLoadAssignment/cart.list`).
+    """
+    if not name.startswith(XDSTP):
+        return name
+    path = name[len(XDSTP) :].split("?", 1)[0].split("#", 1)[0]
+    return path.rsplit("/", 1)[-1] if "/" in path else ""
+
+
+def service_of(name: str) -> str:
+    """The service a resource name is about: `cart` for `cart`, `cart.list` and their xdstp
+    forms."""
+    return local_name(name).split(".", 1)[0]

@@ -39,7 +39,9 @@ def reference_rate(
         to_zero = sampled * (pts[0][1] / result)
         to_start = min(to_start, to_zero)
     thr = avg * 1.1
-    ext = sampled + (to_start if to_start < thr else avg / 2) + (to_end if to_end < thr else avg / 2)
+    ext = (
+        sampled + (to_start if to_start < thr else avg / 2) + (to_end if to_end < thr else avg / 2)
+    )
     return result * (ext / sampled) / window
 
 
@@ -49,7 +51,9 @@ Q = Query("q", "rate", "m_total", (Matcher("job", "=", "a"),), ("svc",), 60.0)
 def test_rate_of_a_steady_counter_is_its_slope() -> None:
     store = MemoryBackend()
     for i in range(40):
-        store.append(1000.0 + 15 * i, "m_total", [label_key({"job": "a", "svc": "x"})], [500 + 10.0 * 15 * i])
+        store.append(
+            1000.0 + 15 * i, "m_total", [label_key({"job": "a", "svc": "x"})], [500 + 10.0 * 15 * i]
+        )
     (r,) = store.instant(Q, 1000.0 + 15 * 39)
     assert r.labels == {"svc": "x"}
     assert r.values[0] == pytest.approx(10.0, rel=1e-12)
@@ -68,19 +72,24 @@ def test_rate_matches_prometheus_reference_with_resets_and_gaps() -> None:
         reset = rng.random(n_series) < 0.03
         values[reset] = rng.uniform(0, 5, reset.sum())
         present = rng.random(n_series) > 0.15  # partial scrapes
-        keys = [label_key({"job": "a", "svc": f"s{j % 3}", "pod": f"p{j}"}) for j in range(n_series)]
-        store.append(t, "m_total", [k for k, p in zip(keys, present, strict=True) if p], values[present])
+        keys = [
+            label_key({"job": "a", "svc": f"s{j % 3}", "pod": f"p{j}"}) for j in range(n_series)
+        ]
+        store.append(
+            t, "m_total", [k for k, p in zip(keys, present, strict=True) if p], values[present]
+        )
         for j in np.nonzero(present)[0]:
             truth[int(j)].append((round(t, 3), float(values[j])))
     checked = 0
-    for at in np.linspace(5100, t, 25):
-        at = round(float(at), 3)
+    for at_np in np.linspace(5100, t, 25):
+        at = round(float(at_np), 3)
         got = {r.labels["svc"]: float(r.values[0]) for r in store.instant(Q, at)}
         want: dict[str, float] = {}
-        for j, pts in truth.items():
+        for series_no, pts in truth.items():
             ref = reference_rate(pts, at - 60.0, at, 60.0)
             if ref is not None:
-                want[f"s{j % 3}"] = want.get(f"s{j % 3}", 0.0) + ref
+                svc = f"s{series_no % 3}"
+                want[svc] = want.get(svc, 0.0) + ref
         assert got.keys() == want.keys()
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-9)
@@ -97,12 +106,10 @@ def test_fewer_than_two_samples_is_absent_and_grouping_sums_pods_away() -> None:
     store.append(115.0, "m_total", [a, b, c], [150.0, 0.0, 999.0])
     store.append(130.0, "m_total", [a, b, c], [300.0, 300.0, 9999.0])
     (r,) = store.instant(Q, 130.0)
-    # a: 300 over 30 s, extrapolated to 0 at the start of the 60 s window -> 10/s... plus b
-    assert r.values[0] == pytest.approx(
-        reference_rate([(100, 0), (115, 150), (130, 300)], 70, 130, 60)
-        + reference_rate([(115, 0), (130, 300)], 70, 130, 60),  # type: ignore[operator]
-        rel=1e-12,
-    )
+    ra = reference_rate([(100, 0), (115, 150), (130, 300)], 70, 130, 60)
+    rb = reference_rate([(115, 0), (130, 300)], 70, 130, 60)
+    assert ra is not None and rb is not None
+    assert r.values[0] == pytest.approx(ra + rb, rel=1e-12)
     assert store.instant(Q, 100.0) == []  # one sample each: no rate
 
 
@@ -146,3 +153,26 @@ def test_promql_rendering_and_json_round_trip() -> None:
     assert back[0].values[0] == 0.5 and math.isnan(back[0].values[1])
     inst = from_prometheus_json([{"metric": {}, "value": [3.0, "+Inf"]}])
     assert inst[0].values[0] == math.inf
+
+
+def test_cached_answers_equal_fresh_ones_as_samples_and_series_arrive() -> None:
+    rng = np.random.default_rng(3)
+    asked, fresh = MemoryBackend(), MemoryBackend()
+    values = np.zeros(12)
+    keys = [label_key({"job": "a", "svc": f"s{j % 4}", "pod": f"p{j}"}) for j in range(12)]
+    t = 1000.0
+    for i in range(60):
+        t += 15
+        values += rng.poisson(30, 12)
+        n = 6 if i < 30 else 12  # half the series appear later (new groups too: s2, s3 late)
+        for store in (asked, fresh):
+            store.append(t, "m_total", keys[:n], values[:n])
+        if i % 7 == 0:  # ask now, and about a time whose samples have not arrived yet
+            asked.range(Q, t - 300, t + 60, 15)
+            asked.instant(Q, t + 30)
+    got = asked.range(Q, t - 600, t, 15)
+    want = fresh.range(Q, t - 600, t, 15)
+    assert [r.labels for r in got] == [r.labels for r in want]
+    for a, b in zip(got, want, strict=True):
+        assert list(a.times) == list(b.times)
+        assert np.allclose(a.values, b.values, rtol=1e-12)

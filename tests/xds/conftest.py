@@ -52,8 +52,10 @@ def envoys(tmp_path: Path) -> Iterator[EnvoyFactory]:
         transport: Transport,
         service: str = "frontend",
         clusters: tuple[str, ...] = ("cart",),
+        cds: bool = False,
     ) -> Envoy:
         config = bootstrap(
+            cds=cds,
             node_id=name,
             service=service,
             region=region,

@@ -131,7 +131,10 @@ def bootstrap(
     xds_port: int,
     clusters: list[str],
     transport: Transport,
+    cds: bool = False,
 ) -> dict[str, Any]:
+    """With `cds`, the bootstrap holds only slate's address: clusters come over ADS (CDS), and
+    their endpoints too (EDS); the static listener routes to them by name."""
     api_type = "DELTA_GRPC" if transport.mode == "delta" else "GRPC"
     grpc_service = {
         "envoy_grpc": {
@@ -160,6 +163,7 @@ def bootstrap(
             "common_lb_config": {"locality_weighted_lb_config": {}},
         }
         for c in clusters
+        if not cds
     ]
     xds_cluster = {
         "name": "slate_xds",
@@ -206,7 +210,9 @@ def bootstrap(
                             "route_config": {
                                 "virtual_hosts": [
                                     {"name": "all", "domains": ["*"], "routes": routes}
-                                ]
+                                ],
+                                # Clusters that arrive over CDS are not known at start-up.
+                                "validate_clusters": not cds,
                             },
                             "http_filters": [
                                 {
@@ -227,6 +233,8 @@ def bootstrap(
     }
     if transport.api == "ads":
         boot["dynamic_resources"] = {"ads_config": api_source}
+        if cds:
+            boot["dynamic_resources"]["cds_config"] = {"ads": {}, "resource_api_version": "V3"}
     return boot
 
 

@@ -11,6 +11,7 @@ picker is usually within a few requests.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -29,6 +30,8 @@ from xds_testlib import split_routing
 
 from slate.model.routing import Routing
 from slate.xds.endpoints import Endpoint, EndpointSet
+from slate.xds.protocol import AdsStream
+from slate.xds.resources import CLA_TYPE_URL
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +132,8 @@ def test_rejected_update_leaves_envoy_on_previous_weights(
         "slate_xds_nacks_total", {"mode": transport.mode, "view": "frontend@us-west"}
     )
     assert nacks == 1
-    assert stream.nacked["cart"] != stream.acked["cart"]
+    eds = stream.types[CLA_TYPE_URL] if isinstance(stream, AdsStream) else stream
+    assert eds.nacked["cart"] != eds.acked["cart"]
 
     assert west.eds_weights()["cart"] == weights(WEST)
     assert_split(west.split("cart", N), WEST, N)
@@ -155,3 +159,29 @@ def test_envoy_reconnecting_after_server_restart_gets_current_state(
     wait_weights(west, weights(new), timeout=10)
     assert second.server is not None and len(second.server.streams) == 1
     assert_split(west.split("cart", N), new, N)
+
+
+@pytest.mark.parametrize("transport", ADS_MODES, ids=str)
+def test_envoy_takes_its_clusters_from_slate(
+    transport: Transport, upstreams: Upstreams, xds: XdsFixture, envoys: EnvoyFactory
+) -> None:
+    """The bootstrap holds only slate's address (and a static listener): the `cart` cluster
+    arrives over CDS on the ADS stream, then its endpoints over EDS, and traffic follows the
+    weights. Before, the first CDS request ended the stream and Envoy never became ready."""
+    server = xds.start(routing(WEST), upstream_endpoints(upstreams))
+    west = envoys("west-cds", region="us-west", xds_port=server.port, transport=transport, cds=True)
+    wait_weights(west, weights(WEST))
+    dump = json.loads(west.get("/config_dump"))
+    dynamic = [
+        c["cluster"]["name"]
+        for section in dump["configs"]
+        if section.get("@type", "").endswith("ClustersConfigDump")
+        for c in section.get("dynamic_active_clusters", [])
+    ]
+    assert dynamic == ["cart"]
+    assert_split(west.split("cart", N), WEST, N)
+    # A service that appears later arrives as a new cluster (CDS wildcard).
+    eps = upstream_endpoints(upstreams)
+    more = EndpointSet({**eps.services, "ads": eps.services["cart"]})
+    server.call(server.cache.set_endpoints, more)
+    wait_until(lambda: "ads" in west.eds_weights(), 5, what="the new cluster's endpoints")

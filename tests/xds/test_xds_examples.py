@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from envoy_harness import ENVOY
 from slate.model.routing import load_routing
 from slate.xds.cache import XdsCache
 from slate.xds.endpoints import load_endpoints
+from slate.xds.security import load_identity_table
 from slate.xds.views import ViewKey
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "xds"
@@ -47,3 +49,14 @@ def test_example_bootstrap_is_accepted_by_envoy() -> None:
         timeout=30,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_example_identity_table_and_grpc_bootstrap_parse() -> None:
+    table = load_identity_table(EXAMPLES / "identity-table.yaml")
+    assert table.trust_domain == "cluster.local"
+    assert table.services[("shop", "frontend")] == {"frontend"}
+    boot = json.loads((EXAMPLES / "grpc-bootstrap-frontend-us-west.json").read_text())
+    node = boot["node"]
+    assert (node["cluster"], node["locality"]["region"]) == ("frontend", "us-west")
+    eps = load_endpoints(EXAMPLES / "endpoints.yaml")
+    assert set(eps.matches["productcatalog"]) == {"list", "get"}

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import prometheus_client
 import pytest
-from test_xds_server import ADS_SOTW, Stream, new_cache, run, serving
+from test_xds_server import ADS_SOTW, EDS_SOTW, Stream, new_cache, run, serving, settled
 from xds_testlib import WEST, cla_weights, endpoints, node, parse_sotw, routing, sotw
 
 from slate.model.errors import InputError
@@ -87,6 +87,7 @@ def test_callbacks_see_every_step_and_a_failing_one_harms_nothing() -> None:
             await call.write(sotw(["cart"], with_node=node()))
             await call.read()
             await call.write(sotw(["cart"], nonce="1"))
+            await settled(server)  # else the ACK may arrive after the next push: stale, ignored
             assert isinstance(server.cache, XdsCache)
             server.cache.set_routing(routing(("frontend", "us-west", "cart", {"us-east": 1})))
             await call.read()
@@ -94,8 +95,9 @@ def test_callbacks_see_every_step_and_a_failing_one_harms_nothing() -> None:
             call.cancel()
             while server.streams:
                 await asyncio.sleep(0.01)
-            # A stream refused for its type: error, but never opened, so never closed either.
-            bad = Stream(channel, ADS_SOTW)
+            # A stream refused for its type (plain EDS serves only CLAs): error, but never
+            # opened, so never closed either.
+            bad = Stream(channel, EDS_SOTW)
             await bad.write(sotw([], with_node=node(), type_url="type.example/Nope"))
             assert await bad.status() == grpc.StatusCode.UNIMPLEMENTED
 
@@ -135,7 +137,7 @@ def test_metric_labels_come_from_known_views_and_go_with_their_last_stream() -> 
             assert junk.encode() not in text
             # Refused streams (bad type after a good node) never push the gauge below zero.
             for _ in range(3):
-                bad = Stream(channel, ADS_SOTW)
+                bad = Stream(channel, EDS_SOTW)
                 await bad.write(sotw([], with_node=node(), type_url="type.example/Nope"))
                 await bad.status()
             for call in [*calls, known]:

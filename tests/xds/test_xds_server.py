@@ -149,7 +149,8 @@ def test_bad_streams_are_closed_alone() -> None:
             await no_node.write(sotw(["cart"]))
             assert await no_node.status() == grpc.StatusCode.INVALID_ARGUMENT
 
-            lds = Stream(channel)
+            # Plain EDS serves only CLAs (ADS answers every type: test_xds_types.py).
+            lds = Stream(channel, EDS_SOTW)
             await lds.write(
                 sotw(
                     [],

@@ -226,6 +226,7 @@ def test_serve_on_ipv6_loopback(tmp_path: Path) -> None:
         [
             *(sys.executable, "-m", "slate.cli", "xds", "serve", "--routes", str(routes)),
             *("--endpoints", str(eps), "--host", "::1", "--port", "0", "--metrics-port", "0"),
+            *("--metrics-host", "::1"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

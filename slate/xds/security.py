@@ -1,0 +1,245 @@
+"""Transport security and authorization for the xDS port.
+
+**TLS / mTLS**: `server_credentials(TlsFiles)` serves the certificate chain and key from files
+and, with a client CA, requires and verifies client certificates (mTLS). The files are checked on
+every new connection (a stat each) and re-read when they change, so rotated certificates (cert-
+manager, Istio's SDS-written files, a Kubernetes Secret volume) apply without a restart; a
+rotation that cannot be read is logged and the previous certificates stay in use.
+
+**Authorization**: with an identity table, a proxy gets only the views its certificate's identity
+allows. Identities are Istio's SPIFFE form `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`
+(the URI SAN; gRPC reports it as the peer's `peer_spiffe_id`); the table maps (namespace, service
+account) to the source services whose views it may read. A stream whose node asks for another
+service's view, or whose peer has no (or an unknown, or a foreign trust domain's) identity, ends
+with PERMISSION_DENIED; refusals are counted by reason and logged once per peer.
+
+    trust_domain: cluster.local          # optional: other trust domains are refused
+    identities:
+    - {namespace: shop, service_account: frontend, services: [frontend]}
+    - {namespace: istio-system, service_account: ingressgateway, services: [ingress]}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from slate.logs import kv
+from slate.model.errors import InputError
+from slate.model.files import load_document
+from slate.xds.metrics import XdsMetrics
+from slate.xds.protocol import clip
+from slate.xds.views import ViewKey
+
+log = logging.getLogger("slate.xds.security")
+
+_LOGGED_PEERS = 10_000
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    """With it, clients must present a certificate signed by this CA (mTLS)."""
+
+
+def _read(path: Path, flag: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(flag, f"cannot read {path}: {e.strerror}") from None
+    if b"-----BEGIN" not in data:
+        raise InputError(flag, f"{path} is not PEM")
+    return data
+
+
+def _signature(files: TlsFiles) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for p in (files.cert, files.key, files.client_ca):
+        try:
+            st = os.stat(p) if p is not None else None
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns) if st else None)
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _configuration(files: TlsFiles) -> Any:
+    cert = _read(files.cert, "--tls-cert")
+    key = _read(files.key, "--tls-key")
+    ca = _read(files.client_ca, "--tls-client-ca") if files.client_ca else None
+    return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
+def server_credentials(
+    files: TlsFiles, metrics: XdsMetrics | None = None
+) -> grpc.ServerCredentials:
+    """TLS (mTLS with a client CA) credentials that follow changes to the files.
+
+    Raises InputError naming the flag if a file cannot be read at start-up."""
+    state = {"sig": _signature(files)}
+    initial = _configuration(files)
+
+    def fetch() -> Any:
+        sig = _signature(files)
+        if sig == state["sig"]:
+            return None  # unchanged: keep the current certificates
+        state["sig"] = sig
+        try:
+            config = _configuration(files)
+        except InputError as e:
+            log.warning("%s", kv("tls_reload_rejected", reason=str(e)))
+            if metrics is not None:
+                metrics.reload_rejected("tls")
+            return None
+        log.info("%s", kv("tls_reloaded", cert=files.cert))
+        if metrics is not None:
+            metrics.reload_applied("tls")
+        return config
+
+    return grpc.dynamic_ssl_server_credentials(
+        initial, fetch, require_client_authentication=files.client_ca is not None
+    )
+
+
+@dataclass(frozen=True)
+class SpiffeId:
+    trust_domain: str
+    namespace: str
+    service_account: str
+
+    def __str__(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+
+
+def parse_spiffe(uri: str) -> SpiffeId | None:
+    """`spiffe://TD/ns/NS/sa/SA` -> SpiffeId; None for anything else."""
+    if not uri.startswith("spiffe://"):
+        return None
+    parts = uri[len("spiffe://") :].split("/")
+    if len(parts) != 5 or parts[1] != "ns" or parts[3] != "sa" or not all(parts):
+        return None
+    return SpiffeId(parts[0], parts[2], parts[4])
+
+
+@dataclass(frozen=True)
+class IdentityTable:
+    services: Mapping[tuple[str, str], frozenset[str]]
+    """(namespace, service account) -> source services whose views it may read."""
+    trust_domain: str | None = None
+
+    def allowed(self, identity: SpiffeId) -> frozenset[str] | None:
+        """The services this identity may read; None if the identity is not trusted at all."""
+        if self.trust_domain is not None and identity.trust_domain != self.trust_domain:
+            return None
+        return self.services.get((identity.namespace, identity.service_account))
+
+
+def identity_table_from_data(data: Any) -> IdentityTable:
+    if not isinstance(data, dict) or not isinstance(data.get("identities"), list):
+        raise InputError("identities", "is required and must be a list")
+    td = data.get("trust_domain")
+    if td is not None and (not isinstance(td, str) or not td):
+        raise InputError("trust_domain", "must be a non-empty string")
+    table: dict[tuple[str, str], frozenset[str]] = {}
+    for i, row in enumerate(data["identities"]):
+        path = f"identities[{i}]"
+        if not isinstance(row, dict):
+            raise InputError(path, "must be {namespace, service_account, services}")
+        ns, sa = row.get("namespace"), row.get("service_account")
+        for key, value in (("namespace", ns), ("service_account", sa)):
+            if not isinstance(value, str) or not value:
+                raise InputError(f"{path}.{key}", "must be a non-empty string")
+        services = row.get("services")
+        if not isinstance(services, list) or not services:
+            raise InputError(f"{path}.services", "must be a non-empty list of service names")
+        for j, s in enumerate(services):
+            if not isinstance(s, str) or not s:
+                raise InputError(f"{path}.services[{j}]", "must be a non-empty string")
+        key_ = (str(ns), str(sa))
+        table[key_] = table.get(key_, frozenset()) | frozenset(services)
+    return IdentityTable(table, td)
+
+
+def load_identity_table(path: str | Path) -> IdentityTable:
+    return load_document(path, "identity table", "yaml", identity_table_from_data)
+
+
+def peer_identities(context: Any) -> list[str]:
+    """The SPIFFE IDs (URI SANs) of the peer's verified certificate, if any."""
+    try:
+        auth = context.auth_context()
+    except Exception:
+        return []
+    raw = auth.get("peer_spiffe_id") or [
+        v for v in auth.get("x509_subject_alternative_name", []) if v.startswith(b"spiffe://")
+    ]
+    return [v.decode("utf-8", "replace") for v in raw]
+
+
+class Refused(Exception):
+    """A stream may not read the view it asked for."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Authorizer:
+    """Decides whether a peer may read a view; counts refusals and logs each peer once."""
+
+    def __init__(self, table: IdentityTable, metrics: XdsMetrics | None = None) -> None:
+        self.table = table
+        self.metrics = metrics
+        self._logged: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def check(self, identities: Sequence[str], peer: str, view: ViewKey) -> None:
+        """Raise `Refused` unless one of the peer's identities may read `view`."""
+        reason, message = self._decide(identities, view)
+        if reason is None:
+            return
+        if self.metrics is not None:
+            self.metrics.refused.labels(reason).inc()
+        who = identities[0] if identities else peer.rsplit(":", 1)[0]
+        key = (who[:300], reason)
+        if key not in self._logged:
+            self._logged[key] = None
+            if len(self._logged) > _LOGGED_PEERS:
+                self._logged.popitem(last=False)
+            log.warning(
+                "%s", kv("stream_refused", peer=clip(who), reason=reason, detail=clip(message))
+            )
+        raise Refused(reason, message)
+
+    def _decide(self, identities: Sequence[str], view: ViewKey) -> tuple[str | None, str]:
+        if not identities:
+            return "no_identity", "the client certificate carries no SPIFFE ID"
+        seen = []
+        for uri in identities:
+            sid = parse_spiffe(uri)
+            if sid is None:
+                continue
+            services = self.table.allowed(sid)
+            if services is None:
+                seen.append("untrusted_domain" if self.table.trust_domain else "unknown_identity")
+                continue
+            if view.service in services:
+                return None, ""
+            seen.append("view_not_allowed")
+        reason = seen[-1] if seen else "no_identity"
+        if reason == "view_not_allowed":
+            return reason, f"this identity may not read the views of {view.service!r}"
+        if reason == "untrusted_domain":
+            return reason, "the client's trust domain is not this mesh's"
+        if reason == "unknown_identity":
+            return reason, "the client's identity is not in the identity table"
+        return reason, "the client certificate carries no SPIFFE ID"
