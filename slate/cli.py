@@ -42,6 +42,10 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if args.closed_loop:
+        from slate.control import cli as control_cli
+
+        return control_cli.cmd_simulate_closed_loop(args)
     scenario = load_scenario(args.scenario)
     optimal = solve(scenario)
     reference = report.Row("optimal", optimal.evaluation)
@@ -94,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--routes", help="a route file (slate solve output) to evaluate")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_cmd_simulate)
+    from slate.control import cli as control_cli
+
+    control_cli.add_closed_loop_args(p)
+    control_cli.register(sub)
 
     from slate.xds import cli as xds_cli
 

@@ -158,41 +158,31 @@ def learn(
     curves: dict[tuple[str, str], FittedStation] = {}
     work_now: dict[tuple[str, str], float] = {}
     measured: set[tuple[str, str]] = set()
+    n = len(obs.times)
     for svc, eids in eps_of.items():
-        s_vec = np.array([service_ms[e] for e in eids])
+        data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for c in deployed[svc]:
             st = obs.stations.get((svc, c))
             if st is None:
-                work_now[(svc, c)] = 0.0
                 continue
-            n = len(obs.times)
             x = np.nan_to_num(
                 np.column_stack([_arr(st.rps_series.get(e, (0.0,) * n)) for e in eids]), nan=0.0
             )
-            rps = x.sum(axis=1)
-            work = x @ s_vec
             own = _arr(st.own_latency_series)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                wait = own - work / rps
-            now = sum(st.rps_by_endpoint.get(e, 0.0) * service_ms[e] for e in eids)
-            work_now[(svc, c)] = now
-            good = np.isfinite(wait) & (rps > 0)
+            good = np.isfinite(own) & (x.sum(axis=1) > 0)
             # The first sample of a series is a rate over a partly filled window: skip it.
             first = np.flatnonzero(good)
             if len(first):
                 good[first[0]] = False
-            if int(good.sum()) >= MIN_SAMPLES:
-                fit = fit_station(work[good], rps[good], wait[good], own[good])
-                if fit is not None:
-                    old = previous.get((svc, c))
-                    if old is not None and old.valid_up_to > fit.valid_up_to:
-                        # What was measured before the lookback still counts as measured.
-                        fit = FittedStation(
-                            fit.capacity, fit.a, fit.c, fit.b, old.valid_up_to, fit.samples,
-                            fit.rmse_ms,
-                        )
-                    curves[(svc, c)] = fit
-                    measured.add((svc, c))
+            data[c] = (x[good], own[good], np.array([st.rps_by_endpoint.get(e, 0.0) for e in eids]))
+        s_vec = np.array([service_ms[e] for e in eids])
+        fits = _fit_stations(data, s_vec)
+        for c in deployed[svc]:
+            now = data[c][2] @ s_vec if c in data else 0.0
+            work_now[(svc, c)] = float(now)
+            if c in fits:
+                curves[(svc, c)] = fits[c]
+                measured.add((svc, c))
     # Stations without a fit of their own: the previous fit, else the service's typical shape.
     for svc in eps_of:
         mine = [curves[(svc, c)] for c in deployed[svc] if (svc, c) in curves]
@@ -212,6 +202,21 @@ def learn(
 
     scenario, unmeasured = _scenario(policy, obs, deployed, eps_of, service_ms, calls)
     return Learned(scenario, LearnedModel(curves), calls, service_ms, work_now, measured, unmeasured)
+
+
+def _fit_stations(
+    data: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], s_vec: np.ndarray
+) -> dict[str, FittedStation]:
+    fits: dict[str, FittedStation] = {}
+    for c, (x, own, _now) in data.items():
+        if len(own) < MIN_SAMPLES:
+            continue
+        rps = x.sum(axis=1)
+        work = x @ s_vec
+        fit = fit_station(work, rps, own - work / rps, own)
+        if fit is not None:
+            fits[c] = fit
+    return fits
 
 
 def _scenario(

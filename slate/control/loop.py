@@ -33,8 +33,10 @@ from slate.control.safety import max_shift, project, settle
 from slate.control.state import LoopState
 from slate.evaluate import evaluate
 from slate.logs import kv
+from slate.model.keys import RouteKey
 from slate.model.policy import TrafficPolicy
 from slate.model.routing import INGRESS, Prediction, Route, Routing
+from slate.optimizer.bounds import WeightBound
 from slate.optimizer.errors import InfeasibleError, SolveError
 from slate.optimizer.solve import PolicyResult, solve
 from slate.telemetry.observation import Observation, TelemetrySource, TelemetryUnavailable
@@ -42,7 +44,8 @@ from slate.telemetry.observation import Observation, TelemetrySource, TelemetryU
 log = logging.getLogger(__name__)
 
 ROLLBACK_TOLERANCE = 0.25
-"""An exploring move is rolled back when measured mean latency rises by more than this fraction."""
+"""An exploring move is rolled back when the measured mean latency rises by more than this
+fraction over the interval before it."""
 COOLDOWN = 3
 """Intervals without stepping past the measured range after a rollback."""
 STALE_INTERVALS = 3.0
@@ -52,7 +55,7 @@ TRUST_STEP = 2.0
 """How far past its measured range a station's load may be planned: this many times
 maxShiftPerInterval of its service's total work (the rollout moves at most maxShiftPerInterval of
 each route per interval, so the plan is never more than a couple of intervals ahead of the data)."""
-IMPROVEMENT_DEADBAND = 0.01
+IMPROVEMENT_DEADBAND = 0.004
 """The weights in force stay when the learned model puts them within 1% of the target's objective."""
 STEP_LENGTHS = (1.0, 0.5, 0.25)
 """Fractions of the projected move tried each interval; the learned model picks the best."""
@@ -266,6 +269,8 @@ class ControlLoop:
             and publish_error is None
         )
         if moved:
+            # An exploring move is an experiment: remember what it replaced, so the next
+            # interval can roll it back when the measured latency says it was a mistake.
             if exploring and new_weights != st.weights:
                 st.before_exploring = st.weights
             elif not exploring:
@@ -341,6 +346,7 @@ class ControlLoop:
             bounds: dict[tuple[str, str], tuple[float, float]] = {}
             for (svc, c), model in learned.latency.curves.items():
                 seen = max(model.valid_up_to, learned.work_now.get((svc, c), 0.0))
+                # Relative to the station's own measured load (an idle one: its fair share).
                 step = widen * delta * total[svc]
                 hi = min(seen + step, model.capacity * learned.scenario.objective.max_utilization)
                 bounds[(svc, c)] = (0.0, max(hi, seen if widen == 0 else hi))
@@ -410,7 +416,7 @@ class ControlLoop:
                         _rounded(
                             {
                                 c: (1 - alpha) * start[k].get(c, 0.0) + alpha * step[k].get(c, 0.0)
-                                for c in set(start[k]) | set(step[k])
+                                for c in sorted(set(start[k]) | set(step[k]))
                             }
                         ),
                     )
@@ -429,7 +435,48 @@ class ControlLoop:
                 best, best_obj = cand, obj
                 if floor_needed or not math.isfinite(now):
                     break
+        if best is base and math.isfinite(now):
+            # No step along the projected move helps (the move is a compromise of moves that pay
+            # only together): ask the optimizer for the best weights within one step.
+            boxed = self._solve_step(learned, start, delta, policy.min_local_share)
+            if boxed is not None:
+                obj = self._objective(learned, boxed)
+                if obj < now * (1 - IMPROVEMENT_DEADBAND):
+                    keep = tuple(r for k, r in routes.items() if k not in start)
+                    best = Routing(tuple(boxed.routes) + keep)
         return Routing(tuple(sorted(best.routes, key=lambda r: r.key)))
+
+    def _solve_step(
+        self,
+        learned: Learned,
+        start: Mapping[tuple[str, str, str], Mapping[str, float]],
+        delta: float,
+        min_local: float,
+    ) -> Routing | None:
+        app = learned.scenario.app
+        box: list[WeightBound] = []
+        for (fs, fc, to), cur in start.items():
+            key = RouteKey(fs, fc, internal(to))
+            try:
+                where = app.service_of(internal(to)).clusters
+            except KeyError:
+                continue
+            for c in where:
+                lo = max(0.0, cur.get(c, 0.0) - delta)
+                hi = min(1.0, cur.get(c, 0.0) + delta)
+                if c == fc and min_local > 0:
+                    lo = min(max(lo, min_local), hi)
+                box.append(WeightBound(key, c, lo, hi))
+        try:
+            res = solve(learned.scenario, learned.latency, constraints=box)
+        except SolveError as e:
+            log.info("%s", kv("step_solve_failed", error=_short(e)))
+            return None
+        out = []
+        for r in _external_routing(res.routing).routes:
+            if r.key in start:
+                out.append(Route(*r.key, _rounded(r.normalized())))
+        return Routing(tuple(out))
 
     def _objective(self, learned: Learned, routing: Routing) -> float:
         try:

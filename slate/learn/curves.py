@@ -43,7 +43,11 @@ UNIT_SCALE = 1000.0
 """q = 1000 * mean queue length (request-ms per second, Little's law) in any M/M/c: the scale a
 well-sized curve has, used to break ties between shapes the data cannot tell apart."""
 PRIOR_WEIGHT = 1.0
-TIE_WEIGHT = 0.01
+TIE_WEIGHT = 0.001
+FINE_SPAN = 0.12
+FINE_STEPS = 25
+STAGES = (0,)
+"""The second stage: capacities within +-12% of the coarse best, in 1% steps."""
 UNTRUSTED_CAPACITY_FACTOR = 10.0
 """A station that never queued measurably: capacity assumed this many times its largest work."""
 
@@ -146,22 +150,22 @@ def fit_station(
     if float(q.max()) <= 1e-9:
         # Never queued measurably: no pole in sight, a guess well past what was seen.
         return FittedStation(w_max * UNTRUSTED_CAPACITY_FACTOR, UNIT_SCALE, 1, 0.0, w_max, n, 0.0)
-    caps = w_max * CAPACITY_FACTORS
-    rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)  # (C, n)
     inv_r = 1.0 / r
     wt = r / own**2  # relative error; a busier sample's mean is less noisy
     wt = wt / wt.mean()
-    g2 = rho**3 * inv_r
     qq = float((wt * q * q).sum())
-    best: tuple[float, float, int, float, float, float] | None = None
-    # (score, capacity, c, a, b, sse)
-    s22 = (wt * g2 * g2).sum(axis=1)
-    t2 = (wt * g2 * q).sum(axis=1)
-    for c in SERVERS:
+
+    def scores(caps: FArray, c: int) -> tuple[FArray, FArray, FArray, FArray]:
+        """(score, a, b, sse) per capacity candidate for the queue shape of `c` servers."""
+        rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)  # (C, n)
+        saturated = w_max / caps >= RHO_SATURATED
         g1 = queue_shape(c, rho) * inv_r
+        g2 = rho**3 * inv_r
         s11 = (wt * g1 * g1).sum(axis=1)
+        s22 = (wt * g2 * g2).sum(axis=1)
         s12 = (wt * g1 * g2).sum(axis=1)
         t1 = (wt * g1 * q).sum(axis=1)
+        t2 = (wt * g2 * q).sum(axis=1)
         det = s11 * s22 - s12 * s12
         good = det > 1e-12 * s11 * s22
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -176,12 +180,29 @@ def fit_station(
         with np.errstate(divide="ignore"):
             prior = np.log(np.maximum(a, 1e-9) / UNIT_SCALE) ** 2
         # Shapes the data cannot tell apart: the scale nearest to M/M/c's, then the larger
-        # capacity (the trust region bounds how far past the data that optimism is used).
-        score = sse + (qq / n) * (PRIOR_WEIGHT * prior + TIE_WEIGHT * w_max / caps)
-        for ci in range(len(caps)):
-            val = float(score[ci])
+        # capacity (the trust region bounds how far past the data that optimism is used); past
+        # saturation the data only says "very slow", and ties go to the smaller capacity (a
+        # station seen overloaded is not trusted with more than it choked on).
+        tie = np.where(saturated, caps / w_max, w_max / caps)
+        score = sse + (qq / n) * (PRIOR_WEIGHT * prior + TIE_WEIGHT * tie)
+        return score, a, b, sse
+
+    best: tuple[float, float, int, float, float, float] | None = None
+    # (score, capacity, c, a, b, sse): a coarse grid, then a fine one around its best.
+    for stage in STAGES:
+        if stage == 0:
+            grid: list[tuple[int, FArray]] = [(c, w_max * CAPACITY_FACTORS) for c in SERVERS]
+        else:
+            assert best is not None
+            i = SERVERS.index(best[2])
+            fine = best[1] * np.exp(np.linspace(-FINE_SPAN, FINE_SPAN, FINE_STEPS))
+            grid = [(c, fine) for c in SERVERS[max(i - 1, 0) : i + 2]]
+        for c, caps in grid:
+            score, a, b, sse = scores(caps, c)
+            j = int(np.argmin(score))
+            val = float(score[j])
             if math.isfinite(val) and (best is None or val < best[0]):
-                best = (val, float(caps[ci]), c, float(a[ci]), float(b[ci]), float(sse[ci]))
+                best = (val, float(caps[j]), c, float(a[j]), float(b[j]), float(sse[j]))
     assert best is not None
     _score, cap, c, a, b, sse = best
     rmse = math.sqrt(sse / float(wt.sum()))
