@@ -190,13 +190,17 @@ def observation_json(policy: TrafficPolicy, obs: Observation, learned: Learned) 
         return None if x is None or not math.isfinite(x) else round(x, nd)
 
     stations = []
-    svc_eps = {s.name: [e for e in policy.endpoint_ids() if e.split(".")[0] == s.name]
-               for s in policy.services}
+    svc_eps = {
+        s.name: [e for e in policy.endpoint_ids() if e.split(".")[0] == s.name]
+        for s in policy.services
+    }
     for (svc, c), st in sorted(obs.stations.items()):
         fit = learned.latency.curves.get((svc, c))
         per_req = (
-            sum(st.rps_by_endpoint.get(e, 0.0) * learned.service_ms.get(e, 0.0)
-                for e in svc_eps.get(svc, []))
+            sum(
+                st.rps_by_endpoint.get(e, 0.0) * learned.service_ms.get(e, 0.0)
+                for e in svc_eps.get(svc, [])
+            )
             / st.rps
             if st.rps > 0
             else None
@@ -205,8 +209,12 @@ def observation_json(policy: TrafficPolicy, obs: Observation, learned: Learned) 
         if fit is not None and (svc, c) in learned.measured:
             curve = {
                 "kind": fit.kind,
-                "params": {"capacity_ms_per_s": num(fit.capacity, 2), "a": num(fit.a, 3),
-                           "servers": fit.c, "b": num(fit.b, 3)},
+                "params": {
+                    "capacity_ms_per_s": num(fit.capacity, 2),
+                    "a": num(fit.a, 3),
+                    "servers": fit.c,
+                    "b": num(fit.b, 3),
+                },
                 "valid_up_to_rps": num(fit.valid_up_to / per_req, 2) if per_req else None,
             }
         samples = sum(1 for v in st.own_latency_series if math.isfinite(v))
@@ -229,8 +237,13 @@ def observation_json(policy: TrafficPolicy, obs: Observation, learned: Learned) 
             if v > 0
         ],
         "calls": [
-            {"from": e.frm, "to": e.to, "per_request": num(e.per_request, 4),
-             "confidence": e.confidence, "separable": e.separable}
+            {
+                "from": e.frm,
+                "to": e.to,
+                "per_request": num(e.per_request, 4),
+                "confidence": e.confidence,
+                "separable": e.separable,
+            }
             for e in learned.calls
         ],
         "stations": stations,
@@ -240,8 +253,12 @@ def observation_json(policy: TrafficPolicy, obs: Observation, learned: Learned) 
             for (a, b), r in sorted(obs.rtt.items())
         ],
         "bytes_kb": [
-            {"from_service": b.from_service, "to": b.to, "request_kb": num(b.request_kb),
-             "response_kb": num(b.response_kb)}
+            {
+                "from_service": b.from_service,
+                "to": b.to,
+                "request_kb": num(b.request_kb),
+                "response_kb": num(b.response_kb),
+            }
             for _k, b in sorted(obs.bytes_per_call.items())
         ],
         "service_ms": {k: round(v, 4) for k, v in sorted(learned.service_ms.items())},
@@ -295,9 +312,12 @@ def scenario_dict(learned: Learned) -> dict[str, Any]:
                 (e.name or "default"): {
                     "service_ms": round(e.service_ms, 4),
                     "calls": [
-                        {"to": external(c.to) if "." in external(c.to) else f"{c.to}default",
-                         "per_request": round(c.per_request, 4),
-                         "request_kb": round(c.request_kb, 4), "response_kb": round(c.response_kb, 4)}
+                        {
+                            "to": external(c.to) if "." in external(c.to) else f"{c.to}default",
+                            "per_request": round(c.per_request, 4),
+                            "request_kb": round(c.request_kb, 4),
+                            "response_kb": round(c.response_kb, 4),
+                        }
                         for c in e.calls
                     ],
                 }
@@ -315,9 +335,12 @@ def scenario_dict(learned: Learned) -> dict[str, Any]:
         },
         "services": services,
         "ingress": [
-            {"endpoint": d.endpoint if not d.endpoint.endswith(".") else f"{d.endpoint}default",
-             "rps": {c: round(v, 3) for c, v in d.rps.items()},
-             "request_kb": round(d.request_kb, 4), "response_kb": round(d.response_kb, 4)}
+            {
+                "endpoint": d.endpoint if not d.endpoint.endswith(".") else f"{d.endpoint}default",
+                "rps": {c: round(v, 3) for c, v in d.rps.items()},
+                "request_kb": round(d.request_kb, 4),
+                "response_kb": round(d.response_kb, 4),
+            }
             for d in sc.ingress
         ],
         "learned_curves": [
@@ -446,7 +469,9 @@ class _LoopMetrics:
             "slate_loop_max_weight_shift", "Largest weight change", registry=self.registry
         )
         self.predicted = Gauge(
-            "slate_loop_predicted_latency_ms", "Learned model's mean latency", registry=self.registry
+            "slate_loop_predicted_latency_ms",
+            "Learned model's mean latency",
+            registry=self.registry,
         )
         self.observed = Gauge(
             "slate_loop_observed_latency_ms", "Measured mean latency", registry=self.registry

@@ -120,7 +120,7 @@ def learn(
             service_ms.update({e: v for e, v in got.items() if v > 0 and math.isfinite(v)})
     known = [v for v in service_ms.values() if v > 0]
     fallback_ms = statistics.median(known) if known else DEFAULT_SERVICE_MS
-    for svc, eids in eps_of.items():
+    for eids in eps_of.values():
         mine = [service_ms[e] for e in eids if e in service_ms]
         for e in eids:
             service_ms.setdefault(e, statistics.median(mine) if mine else fallback_ms)
@@ -185,23 +185,25 @@ def learn(
                 measured.add((svc, c))
     # Stations without a fit of their own: the previous fit, else the service's typical shape.
     for svc in eps_of:
-        mine = [curves[(svc, c)] for c in deployed[svc] if (svc, c) in curves]
+        fitted = [curves[(svc, c)] for c in deployed[svc] if (svc, c) in curves]
         for c in deployed[svc]:
             if (svc, c) in curves:
                 continue
             if (svc, c) in previous:
                 curves[(svc, c)] = previous[(svc, c)]
                 continue
-            if mine:
-                caps = statistics.median(f.capacity for f in mine)
-                proto = min(mine, key=lambda f: abs(f.capacity - caps))
+            if fitted:
+                mid = statistics.median(f.capacity for f in fitted)
+                proto = min(fitted, key=lambda f: abs(f.capacity - mid))
                 curves[(svc, c)] = proto.scaled(1.0)
             else:
                 total = sum(work_now.get((svc, cc), 0.0) for cc in deployed[svc])
                 curves[(svc, c)] = FittedStation(max(total, 1.0) * 10.0, 1000.0, 1, 0.0, 0.0)
 
     scenario, unmeasured = _scenario(policy, obs, deployed, eps_of, service_ms, calls)
-    return Learned(scenario, LearnedModel(curves), calls, service_ms, work_now, measured, unmeasured)
+    return Learned(
+        scenario, LearnedModel(curves), calls, service_ms, work_now, measured, unmeasured
+    )
 
 
 def _fit_stations(
@@ -265,8 +267,8 @@ def _scenario(
             for est in by_caller.get(eid, []):
                 if not deployed.get(split_endpoint_id(est.to)[0]):
                     continue
-                b = obs.bytes_per_call.get((svc, est.to))
-                rq, rs = (b.request_kb, b.response_kb) if b is not None else (0.0, 0.0)
+                bpc = obs.bytes_per_call.get((svc, est.to))
+                rq, rs = (bpc.request_kb, bpc.response_kb) if bpc is not None else (0.0, 0.0)
                 out.append(Call(internal(est.to), est.per_request, _finite(rq), _finite(rs)))
             eps.append(Endpoint(svc, split_endpoint_id(eid)[1], service_ms[eid], tuple(out)))
         services.append(Service(svc, {c: 1 for c in deployed[svc]}, tuple(eps)))
@@ -278,8 +280,8 @@ def _scenario(
         if rps > 0 and internal(eid) in app.endpoints and c in clusters:
             by_entry[eid][c] = rps
     for eid, rps_by_c in by_entry.items():
-        b = obs.bytes_per_call.get((INGRESS, eid))
-        rq, rs = (b.request_kb, b.response_kb) if b is not None else (0.0, 0.0)
+        bpc = obs.bytes_per_call.get((INGRESS, eid))
+        rq, rs = (bpc.request_kb, bpc.response_kb) if bpc is not None else (0.0, 0.0)
         demand.append(IngressDemand(internal(eid), rps_by_c, _finite(rq), _finite(rs)))
     objective = Objective(policy.cost_weight_ms_per_usd_hour, policy.max_utilization)
     name = f"{policy.namespace}/{policy.name}"

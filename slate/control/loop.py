@@ -56,7 +56,7 @@ TRUST_STEP = 2.0
 maxShiftPerInterval of its service's total work (the rollout moves at most maxShiftPerInterval of
 each route per interval, so the plan is never more than a couple of intervals ahead of the data)."""
 IMPROVEMENT_DEADBAND = 0.004
-"""The weights in force stay when the learned model puts them within 1% of the target's objective."""
+"""The weights in force stay when the learned model puts them this close to the target."""
 STEP_LENGTHS = (1.0, 0.5, 0.25)
 """Fractions of the projected move tried each interval; the learned model picks the best."""
 
@@ -185,17 +185,22 @@ class ControlLoop:
                     result = self._solve(learned, cautious=st.cooldown > 0)
                 finally:
                     s_s = time.perf_counter() - t2
+                t2 = time.perf_counter()  # the rollout's own solves count as solving too
                 target = _external_routing(result.routing)
                 exploring = _exploring(learned, result)
                 solved = (
                     Condition("True", "OverCapacity", _shortfall_text(result))
                     if result.shortfalls
-                    else Condition("True", "Optimal", f"solved in {result.stats.seconds:.3f}s"
-                               if result.stats else "solved")
+                    else Condition(
+                        "True",
+                        "Optimal",
+                        f"solved in {result.stats.seconds:.3f}s" if result.stats else "solved",
+                    )
                 )
                 new_weights = self._roll_out(
                     learned, target, result.evaluation.objective, st.weights, policy
                 )
+                s_s += time.perf_counter() - t2
         except _Held as h:
             held = h
             telemetry_ok = h.telemetry or telemetry_ok
@@ -261,11 +266,11 @@ class ControlLoop:
         p_s = time.perf_counter() - t3
 
         # Book-keeping for the next interval.
-        rolled_back = held is not None and held.reason == "ExplorationRolledBack"
+        was_rolled_back = held is not None and held.reason == "ExplorationRolledBack"
         moved = (
             not paused
             and not self.dry_run
-            and (held is None or rolled_back)
+            and (held is None or was_rolled_back)
             and publish_error is None
         )
         if moved:
@@ -276,7 +281,7 @@ class ControlLoop:
             elif not exploring:
                 st.before_exploring = None
             st.weights = new_weights
-        if rolled_back:
+        if was_rolled_back:
             st.cooldown = COOLDOWN
             st.before_exploring = None
         elif st.cooldown > 0:
@@ -342,7 +347,9 @@ class ControlLoop:
         for (svc, _c), w in learned.work_now.items():
             total[svc] += w
         last: InfeasibleError | None = None
-        for widen in ((0.0, TRUST_STEP, 3 * TRUST_STEP) if cautious else (TRUST_STEP, 3 * TRUST_STEP)):
+        for widen in (
+            (0.0, TRUST_STEP, 3 * TRUST_STEP) if cautious else (TRUST_STEP, 3 * TRUST_STEP)
+        ):
             bounds: dict[tuple[str, str], tuple[float, float]] = {}
             for (svc, c), model in learned.latency.curves.items():
                 seen = max(model.valid_up_to, learned.work_now.get((svc, c), 0.0))
@@ -495,7 +502,7 @@ class ControlLoop:
             log.info(
                 "%s",
                 kv(
-                    "exploration_rolled_back",
+                    "exploration_was_rolled_back",
                     before_ms=round(st.last_observed_ms, 2),
                     now_ms=round(observed.mean_latency_ms, 2),
                 ),

@@ -13,11 +13,11 @@ Condition types and reasons (docs/control.md explains each):
                   False SolverFailed          HiGHS or the learning step failed
                   False NotRun                telemetry was not usable this interval
   Applied         True  Converged             the weights in force are the target
-                  True  RollingOut            moved towards the target by at most maxShiftPerInterval
+                  True  RollingOut            moved towards the target, at most maxShiftPerInterval
                   False Held                  the last good weights were kept (see held_reason)
                   False DryRun                computed and reported, nothing published
                   False Paused                spec.paused: nothing published
-                  False PublishFailed         a publisher raised (the weights in force are unchanged)
+                  False PublishFailed         a publisher raised (weights in force unchanged)
   Ready           True  Converged / RollingOut, or False with the reason of the first failing one
   Paused          True  Paused                (only when spec.paused)
 """

@@ -30,8 +30,39 @@ from slate.model.latency import MMcStation
 FArray = npt.NDArray[np.float64]
 
 CAPACITY_FACTORS: FArray = np.array(
-    [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.5, 1.65, 1.8, 2.0, 2.3, 2.6, 3.0, 3.5, 4.0, 5.0, 6.5,
-     8.0, 10.0]
+    [
+        0.5,
+        0.55,
+        0.6,
+        0.65,
+        0.7,
+        0.75,
+        0.8,
+        0.85,
+        0.9,
+        0.95,
+        1.0,
+        1.02,
+        1.05,
+        1.1,
+        1.15,
+        1.2,
+        1.3,
+        1.4,
+        1.5,
+        1.65,
+        1.8,
+        2.0,
+        2.3,
+        2.6,
+        3.0,
+        3.5,
+        4.0,
+        5.0,
+        6.5,
+        8.0,
+        10.0,
+    ]
 )
 """Capacity candidates, as multiples of the largest work measured. Below 1: the busiest samples
 were overloaded (a station past saturation is just very slow, its latency no longer a function of
@@ -198,11 +229,11 @@ def fit_station(
             fine = best[1] * np.exp(np.linspace(-FINE_SPAN, FINE_SPAN, FINE_STEPS))
             grid = [(c, fine) for c in SERVERS[max(i - 1, 0) : i + 2]]
         for c, caps in grid:
-            score, a, b, sse = scores(caps, c)
-            j = int(np.argmin(score))
-            val = float(score[j])
+            score_c, a_c, b_c, sse_c = scores(caps, c)
+            j = int(np.argmin(score_c))
+            val = float(score_c[j])
             if math.isfinite(val) and (best is None or val < best[0]):
-                best = (val, float(caps[j]), c, float(a[j]), float(b[j]), float(sse[j]))
+                best = (val, float(caps[j]), c, float(a_c[j]), float(b_c[j]), float(sse_c[j]))
     assert best is not None
     _score, cap, c, a, b, sse = best
     rmse = math.sqrt(sse / float(wt.sum()))

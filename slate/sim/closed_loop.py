@@ -1,4 +1,4 @@
-"""`slate simulate SCENARIO --closed-loop`: the control loop against a scenario used as hidden truth.
+"""`slate simulate SCENARIO --closed-loop`: the control loop against a scenario as hidden truth.
 
 The truth (slate/sim/istio_metrics.py) plays the mesh under the weights in force and writes Istio's
 metrics into an in-memory store; the loop reads them through the same queries and parsing as a
@@ -66,7 +66,9 @@ class DemandStep:
         try:
             interval, factor = int(parts[0]), float(parts[2])
         except ValueError:
-            raise ValueError(f"--demand-step must be INTERVAL:CLUSTER:FACTOR, got {text!r}") from None
+            raise ValueError(
+                f"--demand-step must be INTERVAL:CLUSTER:FACTOR, got {text!r}"
+            ) from None
         if interval < 0 or not (factor > 0 and math.isfinite(factor)):
             raise ValueError(f"--demand-step: interval >= 0 and factor > 0, got {text!r}")
         return DemandStep(interval, parts[1], factor)
@@ -131,8 +133,11 @@ class ClosedLoopResult:
             f"{'int':>3} {'objective':>10} {'optimum':>9} {'gap':>8} {'max util':>8} "
             f"{'shift':>6} {'expl':>4}  held"
         )
-        lines = [f"closed loop: {self.scenario} truth={self.truth} seed={self.seed} "
-                 f"max_shift={self.max_shift:g}", head]
+        lines = [
+            f"closed loop: {self.scenario} truth={self.truth} seed={self.seed} "
+            f"max_shift={self.max_shift:g}",
+            head,
+        ]
         for r in self.rows:
             obj = "overload" if r.objective is None else f"{r.objective:10.2f}"
             gap = "-" if r.gap is None else f"{100 * r.gap:7.2f}%"
@@ -160,11 +165,11 @@ def policy_from_scenario(
         for s in scenario.app.services
     )
     rtt = {
-        (a, b): topo.rtt(a, b)
-        for i, a in enumerate(topo.clusters)
-        for b in topo.clusters[i + 1 :]
+        (a, b): topo.rtt(a, b) for i, a in enumerate(topo.clusters) for b in topo.clusters[i + 1 :]
     }
-    prices = {(a, b): topo.egress_price(a, b) for a in topo.clusters for b in topo.clusters if a != b}
+    prices = {
+        (a, b): topo.egress_price(a, b) for a in topo.clusters for b in topo.clusters if a != b
+    }
     return TrafficPolicy(
         name=scenario.name.replace("_", "-").lower()[:63] or "sim",
         namespace="sim",
@@ -187,21 +192,11 @@ def deployment_of(scenario: Scenario) -> dict[str, tuple[str, ...]]:
     return {s.name: tuple(s.clusters) for s in scenario.app.services}
 
 
-def run_closed_loop(
-    scenario: Scenario,
-    *,
-    intervals: int = 30,
-    seed: int = 1,
-    truth: Truth = "mmc",
-    demand_steps: Sequence[DemandStep] = (),
-    start: Literal["local"] = "local",
-    max_shift: float = 0.1,
-) -> ClosedLoopResult:
-    if start != "local":
-        raise ValueError("--start: only 'local' is supported")
-    for step in demand_steps:
-        if step.cluster not in scenario.topology.clusters:
-            raise ValueError(f"--demand-step: no cluster {step.cluster!r} in the scenario")
+def make_loop(
+    scenario: Scenario, *, seed: int = 1, truth: Truth = "mmc", max_shift: float = 0.1
+) -> tuple[IstioMetrics, MemoryBackend, ControlLoop]:
+    """The truth (playing the scenario under local routing, with WARMUP_S of history written) and
+    a control loop that sees only its metrics, a policy and where services run."""
     routing = baselines.local_routing(scenario)
     policy = policy_from_scenario(scenario, max_shift=max_shift)
     mesh = IstioMetrics(
@@ -221,11 +216,31 @@ def run_closed_loop(
         Observer(store, lookback_s=LOOKBACK_S, step_s=INTERVAL_S),
         deployment=deployment_of(scenario),
     )
+    return mesh, store, loop
+
+
+def run_closed_loop(
+    scenario: Scenario,
+    *,
+    intervals: int = 30,
+    seed: int = 1,
+    truth: Truth = "mmc",
+    demand_steps: Sequence[DemandStep] = (),
+    start: Literal["local"] = "local",
+    max_shift: float = 0.1,
+) -> ClosedLoopResult:
+    if start != "local":
+        raise ValueError("--start: only 'local' is supported")
+    for step in demand_steps:
+        if step.cluster not in scenario.topology.clusters:
+            raise ValueError(f"--demand-step: no cluster {step.cluster!r} in the scenario")
+    mesh, store, loop = make_loop(scenario, seed=seed, truth=truth, max_shift=max_shift)
+    routing = mesh.routing
     result = ClosedLoopResult(scenario.name, truth, seed, max_shift)
     optimum_cache: dict[tuple[float, ...], float] = {}
     in_force = routing
     prev = routing
-    t = t0
+    t = START.timestamp()
     for i in range(intervals):
         for step in demand_steps:
             if step.interval == i:

@@ -1,4 +1,4 @@
-"""Rollout safety: projection onto the box around the current weights intersected with the simplex."""
+"""Rollout safety: projection onto the box around the current weights, within the simplex."""
 
 from __future__ import annotations
 
