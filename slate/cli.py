@@ -43,9 +43,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.closed_loop:
-        from slate.control import cli as control_cli
+        from slate.sim import closed_loop
 
-        return control_cli.cmd_simulate_closed_loop(args)
+        return closed_loop.cmd_simulate_closed_loop(args)
     scenario = load_scenario(args.scenario)
     optimal = solve(scenario)
     reference = report.Row("optimal", optimal.evaluation)
@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_cmd_simulate)
     from slate.control import cli as control_cli
+    from slate.sim import closed_loop
 
-    control_cli.add_closed_loop_args(p)
+    closed_loop.add_closed_loop_args(p)
     control_cli.register(sub)
 
     from slate.xds import cli as xds_cli

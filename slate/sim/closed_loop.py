@@ -17,16 +17,18 @@ the truth's optimum for that interval's demand. Output: closed-loop.md.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from slate.control.loop import ControlLoop
 from slate.control.report import IntervalReport
 from slate.evaluate import evaluate
+from slate.model.errors import InputError
 from slate.model.policy import (
     EndpointMatch,
     PolicyCluster,
@@ -296,4 +298,48 @@ def dumps(result: ClosedLoopResult) -> str:
     return json.dumps(result.to_json(), indent=1)
 
 
-__all__ = ["ClosedLoopResult", "DemandStep", "policy_from_scenario", "run_closed_loop", "timedelta"]
+def add_closed_loop_args(p: argparse.ArgumentParser) -> None:
+    """The `--closed-loop` flags of `slate simulate` (closed-loop.md)."""
+    p.add_argument("--closed-loop", action="store_true", help="run the control loop on the truth")
+    p.add_argument("--intervals", type=int, default=30, help="closed loop: intervals (30)")
+    p.add_argument("--seed", type=int, default=1, help="closed loop: noise seed (1)")
+    p.add_argument("--truth", choices=("mmc", "distorted"), default="mmc")
+    p.add_argument(
+        "--demand-step",
+        action="append",
+        default=[],
+        metavar="INTERVAL:CLUSTER:FACTOR",
+        help="closed loop: scale one cluster's ingress demand from an interval on",
+    )
+    p.add_argument("--start", choices=("local",), default="local")
+    p.add_argument("--max-shift", type=float, default=0.1, help="closed loop: rollout limit (0.1)")
+
+
+def cmd_simulate_closed_loop(args: argparse.Namespace) -> int:
+    from slate.model.scenario_file import load_scenario
+
+    if args.intervals < 1 or args.intervals > 10_000:
+        raise InputError("--intervals", f"must be in 1..10000, got {args.intervals}")
+    if not (0 < args.max_shift <= 1):
+        raise InputError("--max-shift", f"must be in (0, 1], got {args.max_shift}")
+    steps = []
+    for text in args.demand_step:
+        try:
+            steps.append(DemandStep.parse(text))
+        except ValueError as e:
+            raise InputError("--demand-step", str(e)) from None
+    scenario = load_scenario(args.scenario)
+    for s in steps:
+        if s.cluster not in scenario.topology.clusters:
+            raise InputError("--demand-step", f"no cluster {s.cluster!r} in {args.scenario}")
+    result = run_closed_loop(
+        scenario,
+        intervals=args.intervals,
+        seed=args.seed,
+        truth=args.truth,
+        demand_steps=steps,
+        start=args.start,
+        max_shift=args.max_shift,
+    )
+    print(dumps(result) if args.format == "json" else result.table())
+    return 0

@@ -25,7 +25,7 @@ def test_multiplicities_of_separable_endpoints() -> None:
 def test_endpoints_moving_together_are_attributed_in_proportion_and_flagged() -> None:
     base = np.linspace(100, 300, 30)
     x = np.column_stack([base, 3 * base])  # b is always 3 x a: no way to tell them apart
-    y = (x @ np.array([[1.0], [3.0]]))  # truth a->1, b->3: total 10 * base
+    y = x @ np.array([[1.0], [3.0]])  # truth a->1, b->3: total 10 * base
     est = fit_calls(x, y, ["a", "b"], ["d"])
     assert {e.frm for e in est} == {"a", "b"}
     for e in est:
