@@ -62,7 +62,8 @@ def check_shift(result: ClosedLoopResult) -> None:
 # Measured misses (seed 1, 25 intervals; docs/control.md, "Known gaps"). boutique-2r:
 # productcatalog's two endpoint classes (2.0 and 0.8 ms) move together and get one service
 # time, so its work is misjudged as the mix changes; hotel-3r starts 57% over capacity and
-# spends ~10 intervals leaving overload. Near the optimum the LP target jitters with the fits and some weights turn.
+# spends ~10 intervals leaving overload. Near the optimum the LP target jitters with the fits
+# and some weights turn.
 MISSES = {
     ("boutique-2r", "mmc"): "within 5% from interval 16, not 15",
     ("boutique-2r", "distorted"): "settles 7-10% above the optimum",
