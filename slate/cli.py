@@ -34,7 +34,7 @@ POLICIES: tuple[Literal["optimal", "local", "global", "waterfall"], ...] = (
 )
 """`slate solve --policy` choices: slate.optimizer.solve.POLICIES, without importing scipy."""
 
-SUBCOMMANDS = ("slate.xds.cli", "slate.operator.cli")
+SUBCOMMANDS = ("slate.xds.cli", "slate.control.cli", "slate.operator.cli")
 """Modules whose `register(sub)` adds their subcommands (each imports heavy modules lazily)."""
 
 STRICT_HELP = "refuse keys the file format does not define (default: warn and ignore them)"
@@ -64,6 +64,10 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if args.closed_loop:
+        from slate.sim import closed_loop
+
+        return closed_loop.cmd_simulate_closed_loop(args)
     import json
 
     from slate import report
@@ -127,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_cmd_simulate)
+    from slate.sim import closed_loop_args
+
+    closed_loop_args.add_closed_loop_args(p)
 
     for name in SUBCOMMANDS:
         importlib.import_module(name).register(sub)

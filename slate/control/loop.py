@@ -1,0 +1,633 @@
+"""The control loop (BRIEF interface 3): every interval observe -> learn -> solve -> safety ->
+publish, and say what it did in an IntervalReport.
+
+Safety rules, all here:
+- the optimizer only sees each station's fitted curve up to what was measured plus a bounded step
+  (`work_bounds`): it never bets on an extrapolation it has not measured. That step is the
+  exploration: a small move past the measured range produces the missing samples; when the next
+  interval's measured latency is worse by more than ROLLBACK_TOLERANCE, the move is rolled back and
+  the range is not stepped past for COOLDOWN intervals;
+- weights move at most maxShiftPerInterval per interval towards the target (safety.project), keep
+  minLocalShare, and do not move at all inside a small deadband (no jitter from noisy fits);
+- a Prometheus outage, stale or empty telemetry, an infeasible or failed solve keep the weights in
+  force (never zero a locality silently) and say why (`held_reason`, the conditions);
+- `run()` never dies silently: every exception of an interval is logged, counted and the next
+  interval runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from slate.control.learned import Learned, external, internal, learn
+from slate.control.publishers import Publisher
+from slate.control.report import Condition, IntervalReport, Observed, Timings
+from slate.control.safety import max_shift, project, settle
+from slate.control.state import LoopState
+from slate.evaluate import evaluate
+from slate.logs import kv
+from slate.model.keys import RouteKey
+from slate.model.policy import TrafficPolicy
+from slate.model.routing import INGRESS, Prediction, Route, Routing
+from slate.optimizer.bounds import WeightBound
+from slate.optimizer.errors import InfeasibleError, SolveError
+from slate.optimizer.solve import PolicyResult, solve
+from slate.telemetry.observation import Observation, TelemetrySource, TelemetryUnavailable
+
+log = logging.getLogger(__name__)
+
+ROLLBACK_TOLERANCE = 0.25
+"""An exploring move is rolled back when the measured mean latency rises by more than this
+fraction over the interval before it."""
+COOLDOWN = 3
+"""Intervals without stepping past the measured range after a rollback."""
+STALE_INTERVALS = 3.0
+"""Telemetry is stale when its newest sample is older than this many intervals (and the window)."""
+GB_PER_KB = 1e-6
+TRUST_STEP = 2.0
+"""How far past its measured range a station's load may be planned: this many times
+maxShiftPerInterval of its service's total work (the rollout moves at most maxShiftPerInterval of
+each route per interval, so the plan is never more than a couple of intervals ahead of the data)."""
+IMPROVEMENT_DEADBAND = 0.004
+"""The weights in force stay when the learned model puts them this close to the target."""
+STEP_LENGTHS = (1.0, 0.5, 0.25)
+"""Fractions of the projected move tried each interval; the learned model picks the best."""
+
+
+@dataclass(frozen=True)
+class _Held(Exception):
+    reason: str
+    message: str
+    telemetry: Condition | None = None
+    solved: Condition | None = None
+
+
+class ControlLoop:
+    """`ControlLoop(policy, source, publishers, state=None)`; `step()` runs one interval."""
+
+    def __init__(
+        self,
+        policy: TrafficPolicy,
+        source: TelemetrySource,
+        publishers: Sequence[Publisher] = (),
+        state: LoopState | None = None,
+        *,
+        deployment: Mapping[str, Sequence[str]] | None = None,
+        dry_run: bool = False,
+        lookback_s: float | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.source = source
+        self.publishers = list(publishers)
+        self.state = state or LoopState()
+        self.deployment = {k: tuple(v) for k, v in (deployment or {}).items()}
+        self.dry_run = dry_run
+        self.lookback_s = lookback_s
+        self.on_error = on_error
+        self.errors_total = 0
+        self.publish_errors_total = 0
+        self.intervals_total = 0
+        self.held_total = 0
+        self.last_report: IntervalReport | None = None
+        self.last_learned: Learned | None = None
+        self._lock = threading.Lock()
+
+    def update_policy(self, policy: TrafficPolicy) -> None:
+        with self._lock:
+            self.policy = policy
+
+    # ------------------------------------------------------------------------------------------
+    def step(self, at: datetime | None = None) -> IntervalReport:
+        with self._lock:
+            policy = self.policy
+        now = at or datetime.now(UTC)
+        st = self.state
+        t0 = time.perf_counter()
+        q_s = l_s = s_s = 0.0
+        obs: Observation | None = None
+        target: Routing | None = None
+        result: PolicyResult | None = None
+        exploring = False
+        held: _Held | None = None
+        telemetry_ok = Condition("True", "Fresh")
+        solved = Condition("Unknown", "NotRun")
+        observed: Observed | None = None
+        before = st.weights
+        new_weights = st.weights
+        problems: tuple[str, ...] = ()
+        learned: Learned | None = None
+        try:
+            try:
+                obs = self.source.observe(policy, now)
+            except TelemetryUnavailable as e:
+                raise _Held(
+                    "PrometheusUnavailable",
+                    f"telemetry backend unreachable: {_short(e)}",
+                    telemetry=Condition("False", "PrometheusUnavailable", _short(e)),
+                    solved=Condition("False", "NotRun", "no telemetry"),
+                ) from None
+            finally:
+                q_s = time.perf_counter() - t0
+            problems = obs.problems
+            stale = obs.staleness_s
+            limit = max(STALE_INTERVALS * policy.interval_s, policy.window_s)
+            if not obs.has_data or stale is None:
+                raise _Held(
+                    "NoData",
+                    "no traffic of the policy's services in the telemetry",
+                    telemetry=Condition("False", "NoData", "no samples for the policy's services"),
+                    solved=Condition("False", "NotRun", "no telemetry"),
+                )
+            if stale > limit:
+                msg = f"newest sample is {stale:.0f}s old (limit {limit:.0f}s)"
+                raise _Held(
+                    "Stale",
+                    msg,
+                    telemetry=Condition("False", "Stale", msg),
+                    solved=Condition("False", "NotRun", "stale telemetry"),
+                )
+            observed = observed_figures(policy, obs)
+            if not st.weights.routes:
+                st.weights = _observed_routing(obs)
+                before = st.weights
+            t1 = time.perf_counter()
+            try:
+                learned = learn(policy, obs, self.deployment, st.curves, st.service_ms)
+            except Exception as e:  # learning on bad data must not kill the loop
+                log.warning("%s", kv("learn_failed", policy=_name(policy), error=_short(e)))
+                raise _Held(
+                    "SolverFailed",
+                    f"learning failed: {_short(e)}",
+                    solved=Condition("False", "SolverFailed", f"learning failed: {_short(e)}"),
+                ) from None
+            finally:
+                l_s = time.perf_counter() - t1
+            self.last_learned = learned
+            st.curves = {k: v for k, v in learned.latency.curves.items() if v.samples > 0}
+            st.service_ms = dict(learned.service_ms)
+
+            rolled_back = self._maybe_roll_back(observed)
+            if rolled_back is not None:
+                new_weights = rolled_back
+                held = _Held("ExplorationRolledBack", "measured latency rose after exploring")
+                solved = Condition("True", "Optimal", "exploration rolled back")
+            else:
+                t2 = time.perf_counter()
+                try:
+                    result = self._solve(learned, cautious=st.cooldown > 0)
+                finally:
+                    s_s = time.perf_counter() - t2
+                t2 = time.perf_counter()  # the rollout's own solves count as solving too
+                target = _external_routing(result.routing)
+                exploring = _exploring(learned, result)
+                solved = (
+                    Condition("True", "OverCapacity", _shortfall_text(result))
+                    if result.shortfalls
+                    else Condition(
+                        "True",
+                        "Optimal",
+                        f"solved in {result.stats.seconds:.3f}s" if result.stats else "solved",
+                    )
+                )
+                new_weights = self._roll_out(
+                    learned, target, result.evaluation.objective, st.weights, policy
+                )
+                s_s += time.perf_counter() - t2
+        except _Held as h:
+            held = h
+            telemetry_ok = h.telemetry or telemetry_ok
+            solved = h.solved or solved
+        except InfeasibleError as e:
+            held = _Held("Infeasible", _short(e))
+            solved = Condition("False", "Infeasible", _short(e))
+        except SolveError as e:
+            held = _Held("SolverFailed", _short(e))
+            solved = Condition("False", "SolverFailed", _short(e))
+
+        shift = _routing_shift(before, new_weights)
+        paused = policy.paused
+        publish_routes = not (paused or self.dry_run)
+        if paused:
+            new_weights = st.weights  # keep what is in force; compute and report only
+            shift = 0.0
+        predicted = self._predict(learned, new_weights)
+        if held is not None and held.reason != "ExplorationRolledBack":
+            applied = Condition("False", "Held", f"kept the last good weights: {held.message}")
+        elif paused:
+            applied = Condition("False", "Paused", "spec.paused: nothing published")
+        elif self.dry_run:
+            applied = Condition("False", "DryRun", "dry run: nothing published")
+        elif target is not None and all(
+            settle(r.normalized(), (new_weights.get(*r.key) or r).normalized())
+            for r in target.routes
+        ):
+            applied = Condition("True", "Converged", "the weights in force are the target")
+        else:
+            applied = Condition("True", "RollingOut", f"moved at most {shift:.3f} this interval")
+
+        report = IntervalReport(
+            policy=_name(policy),
+            at=now,
+            conditions={},
+            routes=new_weights,
+            target=target,
+            predicted=predicted,
+            observed=observed,
+            solve_seconds=s_s,
+            exploring=exploring,
+            held_reason=None if held is None else held.reason,
+            interval=st.interval,
+            max_weight_shift=shift,
+            publish_routes=publish_routes,
+            generation=policy.generation,
+            timings=Timings(q_s, l_s, s_s, 0.0),
+            problems=problems,
+        )
+        t3 = time.perf_counter()
+        publish_error: str | None = None
+        for pub in self.publishers:
+            try:
+                pub.publish(_with_conditions(report, telemetry_ok, solved, applied, paused))
+            except Exception as e:
+                self.publish_errors_total += 1
+                publish_error = _short(e)
+                log.error("%s", kv("publish_failed", publisher=type(pub).__name__, error=_short(e)))
+        if publish_error is not None and publish_routes:
+            applied = Condition("False", "PublishFailed", publish_error)
+            new_weights = before  # what the proxies may still have
+        p_s = time.perf_counter() - t3
+
+        # Book-keeping for the next interval.
+        was_rolled_back = held is not None and held.reason == "ExplorationRolledBack"
+        moved = (
+            not paused
+            and not self.dry_run
+            and (held is None or was_rolled_back)
+            and publish_error is None
+        )
+        if moved:
+            # An exploring move is an experiment: remember what it replaced, so the next
+            # interval can roll it back when the measured latency says it was a mistake.
+            if exploring and new_weights != st.weights:
+                st.before_exploring = st.weights
+            elif not exploring:
+                st.before_exploring = None
+            st.weights = new_weights
+        if was_rolled_back:
+            st.cooldown = COOLDOWN
+            st.before_exploring = None
+        elif st.cooldown > 0:
+            st.cooldown -= 1
+        if observed is not None and observed.mean_latency_ms is not None:
+            st.last_observed_ms = observed.mean_latency_ms
+        st.interval += 1
+        self.intervals_total += 1
+        if held is not None:
+            self.held_total += 1
+        final = _with_conditions(
+            replace(
+                report,
+                routes=new_weights if (moved or self.dry_run) else st.weights,
+                max_weight_shift=shift if moved else 0.0,
+                timings=Timings(q_s, l_s, s_s, p_s),
+            ),
+            telemetry_ok,
+            solved,
+            applied,
+            paused,
+        )
+        self.last_report = final
+        log.info(
+            "%s",
+            kv(
+                "interval",
+                policy=final.policy,
+                n=final.interval,
+                held=final.held_reason,
+                shift=round(shift, 4),
+                exploring=exploring,
+                seconds=round(final.timings.total_s, 3),
+            ),
+        )
+        return final
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, interval_s: float | None = None) -> None:
+        """Run intervals until `stop` is set. Never dies: an exception of an interval is logged,
+        counted (errors_total) and the next interval runs."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.step()
+            except Exception as e:
+                self.errors_total += 1
+                log.exception("%s", kv("interval_failed", policy=_name(self.policy)))
+                if self.on_error is not None:
+                    try:
+                        self.on_error(e)
+                    except Exception:
+                        log.exception("%s", kv("on_error_failed"))
+            wait = (interval_s or self.policy.interval_s) - (time.monotonic() - started)
+            stop.wait(max(wait, 0.0))
+
+    # ------------------------------------------------------------------------------------------
+    def _solve(self, learned: Learned, cautious: bool) -> PolicyResult:
+        """Solve with each station's load kept to its measured range plus a step (none while
+        cooling down after a rollback); widen the step when that admits no routing."""
+        delta = self.policy.max_shift_per_interval
+        total: dict[str, float] = defaultdict(float)
+        for (svc, _c), w in learned.work_now.items():
+            total[svc] += w
+        last: InfeasibleError | None = None
+        for widen in (
+            (0.0, TRUST_STEP, 3 * TRUST_STEP) if cautious else (TRUST_STEP, 3 * TRUST_STEP)
+        ):
+            bounds: dict[tuple[str, str], tuple[float, float]] = {}
+            for (svc, c), model in learned.latency.curves.items():
+                seen = max(model.valid_up_to, learned.work_now.get((svc, c), 0.0))
+                # Relative to the station's own measured load (an idle one: its fair share).
+                step = widen * delta * total[svc]
+                hi = min(seen + step, model.capacity * learned.scenario.objective.max_utilization)
+                bounds[(svc, c)] = (0.0, max(hi, seen if widen == 0 else hi))
+            try:
+                return solve(learned.scenario, learned.latency, work_bounds=bounds)
+            except InfeasibleError as e:
+                last = e
+        try:
+            return solve(learned.scenario, learned.latency)
+        except InfeasibleError:
+            assert last is not None
+            raise last from None
+
+    def _roll_out(
+        self,
+        learned: Learned,
+        target: Routing,
+        target_objective: float,
+        current: Routing,
+        policy: TrafficPolicy,
+    ) -> Routing:
+        """The next weights: each key projected towards the target (safety.project), then the best
+        of a few step lengths along that move by the learned model. No move when the learned
+        model says the weights in force are within IMPROVEMENT_DEADBAND of the target (the LP's
+        optimum jumps between near-equal vertices as the fits breathe; the proxies must not)."""
+        delta = policy.max_shift_per_interval
+        deployed = {s.name: set(s.clusters) for s in learned.scenario.app.services}
+        routes: dict[tuple[str, str, str], Route] = {r.key: r for r in current.routes}
+        start: dict[tuple[str, str, str], dict[str, float]] = {}
+        step: dict[tuple[str, str, str], dict[str, float]] = {}
+        for r in target.routes:
+            cur = current.get(*r.key)
+            svc = r.to.split(".", 1)[0]
+            where = deployed.get(svc, set())
+            if cur is None or not cur.normalized():
+                # Never published: start from where the mesh sends it now (nearest).
+                near = learned.scenario.topology.nearest(r.from_cluster, sorted(where))
+                cur_w = {near: 1.0}
+            else:
+                cur_w = {c: w for c, w in cur.normalized().items()}
+            start[r.key] = cur_w
+            tgt = {c: w for c, w in r.normalized().items() if c in where}
+            local = r.from_cluster if r.from_cluster in where else None
+            step[r.key] = project(tgt, cur_w, delta, local, policy.min_local_share)
+        base = Routing(
+            tuple(Route(*k, w) for k, w in start.items())
+            + tuple(r for k, r in routes.items() if k not in start)
+        )
+        now = self._objective(learned, base)
+        floor_needed = policy.min_local_share > 0 and any(
+            k[1] in deployed.get(k[2].split(".", 1)[0], set())
+            and w.get(k[1], 0.0) < policy.min_local_share - 1e-9
+            for k, w in start.items()
+        )
+        if (
+            not floor_needed
+            and math.isfinite(now)
+            and now <= target_objective * (1 + IMPROVEMENT_DEADBAND) + 1e-9
+        ):
+            return base
+        best, best_obj = base, now
+        for alpha in STEP_LENGTHS:
+            cand = Routing(
+                tuple(
+                    Route(
+                        *k,
+                        _rounded(
+                            {
+                                c: (1 - alpha) * start[k].get(c, 0.0) + alpha * step[k].get(c, 0.0)
+                                for c in sorted(set(start[k]) | set(step[k]))
+                            }
+                        ),
+                    )
+                    for k in start
+                )
+                + tuple(r for k, r in routes.items() if k not in start)
+            )
+            obj = self._objective(learned, cand)
+            # Overloaded now (by the learned model): the full step towards a feasible target.
+            first = alpha == STEP_LENGTHS[0]
+            if (
+                obj < best_obj * (1 - 1e-4)
+                or (floor_needed and first)
+                or (first and not math.isfinite(now))
+            ):
+                best, best_obj = cand, obj
+                if floor_needed or not math.isfinite(now):
+                    break
+        if best is base and math.isfinite(now):
+            # No step along the projected move helps (the move is a compromise of moves that pay
+            # only together): ask the optimizer for the best weights within one step.
+            boxed = self._solve_step(learned, start, delta, policy.min_local_share)
+            if boxed is not None:
+                obj = self._objective(learned, boxed)
+                if obj < now * (1 - IMPROVEMENT_DEADBAND):
+                    keep = tuple(r for k, r in routes.items() if k not in start)
+                    best = Routing(tuple(boxed.routes) + keep)
+        return Routing(tuple(sorted(best.routes, key=lambda r: r.key)))
+
+    def _solve_step(
+        self,
+        learned: Learned,
+        start: Mapping[tuple[str, str, str], Mapping[str, float]],
+        delta: float,
+        min_local: float,
+    ) -> Routing | None:
+        app = learned.scenario.app
+        box: list[WeightBound] = []
+        for (fs, fc, to), cur in start.items():
+            key = RouteKey(fs, fc, internal(to))
+            try:
+                where = app.service_of(internal(to)).clusters
+            except KeyError:
+                continue
+            for c in where:
+                lo = max(0.0, cur.get(c, 0.0) - delta)
+                hi = min(1.0, cur.get(c, 0.0) + delta)
+                if c == fc and min_local > 0:
+                    lo = min(max(lo, min_local), hi)
+                box.append(WeightBound(key, c, lo, hi))
+        try:
+            res = solve(learned.scenario, learned.latency, constraints=box)
+        except SolveError as e:
+            log.info("%s", kv("step_solve_failed", error=_short(e)))
+            return None
+        out = []
+        for r in _external_routing(res.routing).routes:
+            if r.key in start:
+                out.append(Route(*r.key, _rounded(r.normalized())))
+        return Routing(tuple(out))
+
+    def _objective(self, learned: Learned, routing: Routing) -> float:
+        try:
+            ev = evaluate(learned.scenario, _internal_routing(routing), learned.latency)
+        except Exception:
+            return math.inf
+        return ev.objective if ev.feasible else math.inf
+
+    def _maybe_roll_back(self, observed: Observed | None) -> Routing | None:
+        st = self.state
+        if st.before_exploring is None or observed is None or observed.mean_latency_ms is None:
+            return None
+        if st.last_observed_ms is None or not math.isfinite(st.last_observed_ms):
+            return None
+        if observed.mean_latency_ms > st.last_observed_ms * (1 + ROLLBACK_TOLERANCE):
+            log.info(
+                "%s",
+                kv(
+                    "exploration_was_rolled_back",
+                    before_ms=round(st.last_observed_ms, 2),
+                    now_ms=round(observed.mean_latency_ms, 2),
+                ),
+            )
+            return st.before_exploring
+        return None
+
+    def _predict(self, learned: Learned | None, routing: Routing) -> Prediction | None:
+        if learned is None or not routing.routes:
+            return None
+        try:
+            ev = evaluate(learned.scenario, _internal_routing(routing), learned.latency)
+        except Exception:
+            return None
+        return Prediction(ev.mean_latency_ms, ev.egress_usd_per_hour, ev.max_utilization)
+
+
+# ----------------------------------------------------------------------------------------------
+def observed_figures(policy: TrafficPolicy, obs: Observation) -> Observed:
+    """Mean end-to-end latency as the gateways see it: the inclusive latency of the stations they
+    call (weighted by the gateways' calls) plus the RTT of cross-cluster gateway calls; and the
+    egress of every cross-cluster call priced with the policy."""
+    lat_sum = 0.0
+    rps_sum = 0.0
+    usd_s = 0.0
+    for (fs, fc, to, tc), rps in obs.calls.items():
+        if rps <= 0:
+            continue
+        svc = to.split(".", 1)[0]
+        if fs == INGRESS:
+            station = obs.stations.get((svc, tc))
+            if station is not None and station.latency_ms is not None:
+                lat_sum += rps * (station.latency_ms + (obs.rtt_ms(fc, tc) or 0.0))
+                rps_sum += rps
+        if fc != tc:
+            b = obs.bytes_per_call.get((fs, to))
+            if b is not None:
+                up = policy.egress_usd_per_gb.get((fc, tc), policy.egress_default_usd_per_gb)
+                down = policy.egress_usd_per_gb.get((tc, fc), policy.egress_default_usd_per_gb)
+                usd_s += rps * (b.request_kb * up + b.response_kb * down) * GB_PER_KB
+    mean = lat_sum / rps_sum if rps_sum > 0 else None
+    return Observed(mean, usd_s * 3600.0)
+
+
+def _observed_routing(obs: Observation) -> Routing:
+    return Routing(
+        tuple(
+            Route(r.from_service, r.from_cluster, r.to, dict(r.weights))
+            for r in sorted(obs.routes.values(), key=lambda r: r.key)
+            if r.weights
+        )
+    )
+
+
+def _external_routing(r: Routing) -> Routing:
+    return Routing(
+        tuple(Route(x.from_service, x.from_cluster, external(x.to), x.weights) for x in r.routes),
+        r.predicted,
+    )
+
+
+def _internal_routing(r: Routing) -> Routing:
+    return Routing(
+        tuple(Route(x.from_service, x.from_cluster, internal(x.to), x.weights) for x in r.routes)
+    )
+
+
+def _exploring(learned: Learned, result: PolicyResult) -> bool:
+    """The target puts some station past the load it was measured at."""
+    for st in result.evaluation.stations:
+        model = learned.latency.curves.get((st.service, st.cluster))
+        if model is None:
+            continue
+        seen = max(model.valid_up_to, learned.work_now.get((st.service, st.cluster), 0.0))
+        if st.work_ms_per_s > seen * 1.02 + 1e-6:
+            return True
+    return False
+
+
+def _rounded(w: Mapping[str, float]) -> dict[str, float]:
+    out = {c: round(v, 6) for c, v in w.items() if v >= 1e-6}
+    return out
+
+
+def _routing_shift(a: Routing, b: Routing) -> float:
+    keys = {r.key for r in a.routes} | {r.key for r in b.routes}
+    best = 0.0
+    for k in keys:
+        ra, rb = a.get(*k), b.get(*k)
+        if ra is None or rb is None:
+            continue
+        best = max(best, max_shift(ra.normalized(), rb.normalized()))
+    return best
+
+
+def _with_conditions(
+    report: IntervalReport,
+    telemetry: Condition,
+    solved: Condition,
+    applied: Condition,
+    paused: bool,
+) -> IntervalReport:
+    conds = {"TelemetryFresh": telemetry, "Solved": solved, "Applied": applied}
+    failing = next((c for c in (telemetry, solved, applied) if c.status != "True"), None)
+    if paused:
+        ready = Condition("True", "Paused", "paused: computing and reporting only")
+    elif failing is not None and failing.reason != "DryRun":
+        ready = Condition("False", failing.reason, failing.message)
+    else:
+        ready = Condition("True", applied.reason, applied.message)
+    out = {"Ready": ready, **conds}
+    if paused:
+        out["Paused"] = Condition("True", "Paused", "spec.paused is true")
+    return replace(report, conditions=out)
+
+
+def _shortfall_text(result: PolicyResult) -> str:
+    return "; ".join(s.describe() for s in result.shortfalls)[:400]
+
+
+def _name(policy: TrafficPolicy) -> str:
+    return f"{policy.namespace}/{policy.name}"
+
+
+def _short(e: BaseException) -> str:
+    s = str(e) or type(e).__name__
+    s = s.replace("\n", " ")
+    return s if len(s) <= 300 else s[:297] + "..."

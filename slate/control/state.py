@@ -1,0 +1,74 @@
+"""The loop's memory between intervals, saved as JSON so a restart resumes without a traffic jump:
+the weights in force (what the proxies have), the last good fits, the service-time estimates and
+the exploration book-keeping."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slate.control.publishers import write_atomic
+from slate.learn.curves import FittedStation
+from slate.model.routing import Routing, routing_from_json
+
+VERSION = 1
+
+
+@dataclass
+class LoopState:
+    weights: Routing = field(default_factory=lambda: Routing(()))
+    """The weights in force (external endpoint ids, as published)."""
+    curves: dict[tuple[str, str], FittedStation] = field(default_factory=dict)
+    service_ms: dict[str, float] = field(default_factory=dict)
+    interval: int = 0
+    last_observed_ms: float | None = None
+    before_exploring: Routing | None = None
+    """The weights before the last exploring move (what a rollback returns to)."""
+    cooldown: int = 0  # intervals left without exploration after a rollback
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "version": VERSION,
+            "interval": self.interval,
+            "weights": self.weights.to_json()["routes"],
+            "curves": [
+                {"service": s, "cluster": c, **f.to_json()}
+                for (s, c), f in sorted(self.curves.items())
+            ],
+            "service_ms": dict(sorted(self.service_ms.items())),
+            "last_observed_ms": self.last_observed_ms,
+            "before_exploring": None
+            if self.before_exploring is None
+            else self.before_exploring.to_json()["routes"],
+            "cooldown": self.cooldown,
+        }
+        return json.dumps(data, indent=1)
+
+    @staticmethod
+    def from_json(text: str) -> LoopState:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            raise ValueError(f"not a slate loop state (version {VERSION})")
+        curves = {
+            (str(d["service"]), str(d["cluster"])): FittedStation.from_json(d)
+            for d in data.get("curves", [])
+        }
+        before = data.get("before_exploring")
+        return LoopState(
+            weights=routing_from_json({"routes": data.get("weights", [])}),
+            curves=curves,
+            service_ms={str(k): float(v) for k, v in data.get("service_ms", {}).items()},
+            interval=int(data.get("interval", 0)),
+            last_observed_ms=data.get("last_observed_ms"),
+            before_exploring=None if before is None else routing_from_json({"routes": before}),
+            cooldown=int(data.get("cooldown", 0)),
+        )
+
+    def save(self, path: str | Path) -> None:
+        write_atomic(Path(path), self.to_json())
+
+    @staticmethod
+    def load(path: str | Path) -> LoopState:
+        return LoopState.from_json(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,277 @@
+"""Each station's latency-vs-load curve, learned from (load, own latency) samples.
+
+A station's load is its work rate w (ms of service per second, latency.py), and its queueing cost
+q(w) = rps * (own latency - mean service time) request-ms per second. The learned curve is a shape,
+not two M/M/c parameters (the true service time may itself rise with utilisation):
+
+    q(w) = a * Lq_c(rho) + b * rho^3,    rho = w / capacity,   a, b >= 0
+
+convex and increasing on [0, capacity) (sums and products of non-negative, increasing, convex
+functions), zero at zero, with a pole at `capacity`. For each (k, capacity) on a grid, a and b are
+the non-negative least-squares fit of the per-request wait; the best (k, capacity) wins, ties to
+the larger capacity. `valid_up_to` is the largest work measured: beyond it the curve is an
+extrapolation, and the control loop only lets the optimizer step a bounded distance past it.
+
+Base service times are not known to the loop (it never reads a scenario): `fit_service_times`
+learns them per endpoint class as the low-load intercept of own latency on the endpoint mix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from slate.model.latency import MMcStation
+
+FArray = npt.NDArray[np.float64]
+
+CAPACITY_FACTORS: FArray = np.array(
+    [
+        0.5,
+        0.55,
+        0.6,
+        0.65,
+        0.7,
+        0.75,
+        0.8,
+        0.85,
+        0.9,
+        0.95,
+        1.0,
+        1.02,
+        1.05,
+        1.1,
+        1.15,
+        1.2,
+        1.3,
+        1.4,
+        1.5,
+        1.65,
+        1.8,
+        2.0,
+        2.3,
+        2.6,
+        3.0,
+        3.5,
+        4.0,
+        5.0,
+        6.5,
+        8.0,
+        10.0,
+    ]
+)
+"""Capacity candidates, as multiples of the largest work measured. Below 1: the busiest samples
+were overloaded (a station past saturation is just very slow, its latency no longer a function of
+its load): the fit reads them as RHO_SATURATED."""
+RHO_SATURATED = 0.98
+SERVERS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+"""Queue shapes: the mean queue length of M/M/c for these c (scaled freely)."""
+UNIT_SCALE = 1000.0
+"""q = 1000 * mean queue length (request-ms per second, Little's law) in any M/M/c: the scale a
+well-sized curve has, used to break ties between shapes the data cannot tell apart."""
+PRIOR_WEIGHT = 1.0
+TIE_WEIGHT = 0.001
+FINE_SPAN = 0.12
+FINE_STEPS = 25
+STAGES = (0,)
+"""The second stage: capacities within +-12% of the coarse best, in 1% steps."""
+UNTRUSTED_CAPACITY_FACTOR = 10.0
+"""A station that never queued measurably: capacity assumed this many times its largest work."""
+
+
+def queue_shape(c: int, rho: FArray) -> FArray:
+    """Mean queue length of M/M/c at utilisation rho (vectorised), inf at rho >= 1."""
+    rho = np.asarray(rho, dtype=float)
+    a = c * np.clip(rho, 0.0, None)
+    b = np.ones_like(a)
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        erl = b / (1.0 - rho * (1.0 - b))
+        out = np.where(rho < 1.0, rho * erl / (1.0 - rho), np.inf)
+    return np.asarray(out, dtype=float)
+
+
+@dataclass(frozen=True)
+class FittedStation:
+    """A learned station curve, a frozen, hashable StationModel (slate/model/latency.py):
+
+        q(w) = a * Lq_c(rho) + b * rho^3,   rho = w / capacity
+
+    with Lq_c the mean queue length of M/M/c (a shape picked from SERVERS) and b a smooth term
+    for service times that rise with load."""
+
+    capacity: float  # work (ms/s) at the pole
+    a: float
+    c: int
+    b: float
+    valid_up_to: float  # largest work measured (ms/s): the curve is trusted up to here
+    samples: int = 0
+    rmse_ms: float = 0.0  # root mean square error of the per-request wait fit
+
+    def queue_cost(self, work: float) -> float:
+        w = max(work, 0.0)
+        if w >= self.capacity:
+            return math.inf
+        rho = w / self.capacity
+        lq = MMcStation(self.c).queue_cost(rho * 1000.0 * self.c) / 1000.0 if self.a else 0.0
+        return self.a * lq + self.b * rho**3
+
+    def queue_slope(self, work: float) -> float:
+        w = max(work, 0.0)
+        if w >= self.capacity:
+            return math.inf
+        rho = w / self.capacity
+        dlq = self.c * MMcStation(self.c).queue_slope(rho * 1000.0 * self.c) if self.a else 0.0
+        return (self.a * dlq + 3.0 * self.b * rho * rho) / self.capacity
+
+    @property
+    def kind(self) -> str:
+        return "erlang-shape"
+
+    def to_json(self) -> dict[str, float | int]:
+        return {
+            "capacity": self.capacity,
+            "a": self.a,
+            "c": self.c,
+            "b": self.b,
+            "valid_up_to": self.valid_up_to,
+            "samples": self.samples,
+            "rmse_ms": self.rmse_ms,
+        }
+
+    @staticmethod
+    def from_json(d: Mapping[str, float | int]) -> FittedStation:
+        return FittedStation(
+            capacity=float(d["capacity"]),
+            a=float(d["a"]),
+            c=int(d["c"]),
+            b=float(d["b"]),
+            valid_up_to=float(d["valid_up_to"]),
+            samples=int(d.get("samples", 0)),
+            rmse_ms=float(d.get("rmse_ms", 0.0)),
+        )
+
+    def scaled(self, factor: float) -> FittedStation:
+        """The same shape for a station `factor` times as big (a prior for an unmeasured one)."""
+        return FittedStation(self.capacity * factor, self.a, self.c, self.b, 0.0, 0, self.rmse_ms)
+
+
+def fit_station(
+    work: FArray, rps: FArray, wait_ms: FArray, own_ms: FArray | None = None
+) -> FittedStation | None:
+    """Fit one station from samples of its work (ms/s), request rate and per-request wait (own
+    latency minus mean service time, ms). Residuals are relative to the own latency `own_ms`
+    (default: the wait plus the mean service time), so a few overloaded samples do not outweigh
+    the rest. None when no sample carries load."""
+    w = np.asarray(work, dtype=float)
+    r = np.asarray(rps, dtype=float)
+    q = np.asarray(wait_ms, dtype=float)
+    own = np.asarray(own_ms, dtype=float) if own_ms is not None else q + w / np.maximum(r, 1e-12)
+    ok = np.isfinite(w) & np.isfinite(r) & np.isfinite(q) & np.isfinite(own) & (r > 0) & (w > 0)
+    w, r, q, own = w[ok], r[ok], np.maximum(q[ok], 0.0), np.maximum(own[ok], 1e-6)
+    if len(w) == 0:
+        return None
+    w_max = float(w.max())
+    n = len(w)
+    if float(q.max()) <= 1e-9:
+        # Never queued measurably: no pole in sight, a guess well past what was seen.
+        return FittedStation(w_max * UNTRUSTED_CAPACITY_FACTOR, UNIT_SCALE, 1, 0.0, w_max, n, 0.0)
+    inv_r = 1.0 / r
+    wt = r / own**2  # relative error; a busier sample's mean is less noisy
+    wt = wt / wt.mean()
+    qq = float((wt * q * q).sum())
+
+    def scores(caps: FArray, c: int) -> tuple[FArray, FArray, FArray, FArray]:
+        """(score, a, b, sse) per capacity candidate for the queue shape of `c` servers."""
+        rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)  # (C, n)
+        saturated = w_max / caps >= RHO_SATURATED
+        g1 = queue_shape(c, rho) * inv_r
+        g2 = rho**3 * inv_r
+        s11 = (wt * g1 * g1).sum(axis=1)
+        s22 = (wt * g2 * g2).sum(axis=1)
+        s12 = (wt * g1 * g2).sum(axis=1)
+        t1 = (wt * g1 * q).sum(axis=1)
+        t2 = (wt * g2 * q).sum(axis=1)
+        det = s11 * s22 - s12 * s12
+        good = det > 1e-12 * s11 * s22
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a2 = np.where(good, (t1 * s22 - t2 * s12) / det, -1.0)
+            b2 = np.where(good, (t2 * s11 - t1 * s12) / det, -1.0)
+            a1 = np.maximum(t1 / s11, 0.0)
+        both = (a2 >= 0) & (b2 >= 0)
+        a = np.where(both, a2, a1)
+        b = np.where(both, b2, 0.0)
+        sse = qq - 2 * (a * t1 + b * t2) + a * a * s11 + b * b * s22 + 2 * a * b * s12
+        sse = np.maximum(sse, 0.0)
+        with np.errstate(divide="ignore"):
+            prior = np.log(np.maximum(a, 1e-9) / UNIT_SCALE) ** 2
+        # Shapes the data cannot tell apart: the scale nearest to M/M/c's, then the larger
+        # capacity (the trust region bounds how far past the data that optimism is used); past
+        # saturation the data only says "very slow", and ties go to the smaller capacity (a
+        # station seen overloaded is not trusted with more than it choked on).
+        tie = np.where(saturated, caps / w_max, w_max / caps)
+        score = sse + (qq / n) * (PRIOR_WEIGHT * prior + TIE_WEIGHT * tie)
+        return score, a, b, sse
+
+    best: tuple[float, float, int, float, float, float] | None = None
+    # (score, capacity, c, a, b, sse): a coarse grid, then a fine one around its best.
+    for stage in STAGES:
+        if stage == 0:
+            grid: list[tuple[int, FArray]] = [(c, w_max * CAPACITY_FACTORS) for c in SERVERS]
+        else:
+            assert best is not None
+            i = SERVERS.index(best[2])
+            fine = best[1] * np.exp(np.linspace(-FINE_SPAN, FINE_SPAN, FINE_STEPS))
+            grid = [(c, fine) for c in SERVERS[max(i - 1, 0) : i + 2]]
+        for c, caps in grid:
+            score_c, a_c, b_c, sse_c = scores(caps, c)
+            j = int(np.argmin(score_c))
+            val = float(score_c[j])
+            if math.isfinite(val) and (best is None or val < best[0]):
+                best = (val, float(caps[j]), c, float(a_c[j]), float(b_c[j]), float(sse_c[j]))
+    assert best is not None
+    _score, cap, c, a, b, sse = best
+    rmse = math.sqrt(sse / float(wt.sum()))
+    return FittedStation(cap, a, c, b, min(w_max, RHO_SATURATED * cap), n, rmse)
+
+
+def fit_service_times(
+    rps: FArray, own_latency_ms: FArray, endpoint_names: Sequence[str], low_quantile: float = 0.3
+) -> dict[str, float]:
+    """Per endpoint class, the base service time (ms): the non-negative least-squares intercept of
+    own latency on the endpoint mix over the lightest `low_quantile` of the samples (rows stacked
+    over the service's clusters). Endpoints whose share never varies apart get the same time."""
+    from scipy.optimize import nnls
+
+    x = np.asarray(rps, dtype=float)
+    lat = np.asarray(own_latency_ms, dtype=float)
+    tot = x.sum(axis=1)
+    ok = np.isfinite(lat) & (tot > 0) & np.all(np.isfinite(x), axis=1)
+    x, lat, tot = x[ok], lat[ok], tot[ok]
+    if len(lat) == 0:
+        return {}
+    cut = float(np.quantile(tot, low_quantile)) if len(tot) > 3 else float(tot.max())
+    low = tot <= cut
+    frac = x[low] / tot[low, None]
+    seen = frac.sum(axis=0) > 0
+    names = [n for n, s in zip(endpoint_names, seen, strict=True) if s]
+    frac = frac[:, seen]
+    if frac.shape[1] == 0:
+        return {}
+    from slate.learn.callgraph import _groups
+
+    groups = _groups(frac)
+    fg = np.column_stack([frac[:, g].sum(axis=1) for g in groups])
+    coef, _ = nnls(fg, lat[low])
+    fallback = float(np.median(lat[low]))
+    out: dict[str, float] = {}
+    for gi, g in enumerate(groups):
+        val = float(coef[gi])
+        for j in g:
+            out[names[j]] = val if val > 0 else fallback
+    return out

@@ -1,0 +1,72 @@
+"""Rollout safety: projection onto the box around the current weights, within the simplex."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slate.control.safety import max_shift, project, settle
+
+
+def test_moves_at_most_delta_towards_the_target() -> None:
+    x = project({"a": 0.0, "b": 1.0}, {"a": 1.0, "b": 0.0}, 0.1)
+    assert x == pytest.approx({"a": 0.9, "b": 0.1})
+
+
+def test_projection_is_not_clip_and_renormalise() -> None:
+    # Target far from current on three clusters: clip-and-renormalise would move c by > delta.
+    cur = {"a": 0.8, "b": 0.1, "c": 0.1}
+    tgt = {"a": 0.0, "b": 0.0, "c": 1.0}
+    x = project(tgt, cur, 0.1)
+    assert max_shift(x, cur) <= 0.1 + 1e-9
+    assert sum(x.values()) == pytest.approx(1.0)
+    assert x["c"] == pytest.approx(0.2) and x["a"] == pytest.approx(0.7)
+    assert x["b"] == pytest.approx(0.1)
+
+
+def test_reaches_a_near_target_exactly() -> None:
+    assert project({"a": 0.55, "b": 0.45}, {"a": 0.6, "b": 0.4}, 0.1) == pytest.approx(
+        {"a": 0.55, "b": 0.45}
+    )
+
+
+def test_min_local_share_is_kept_and_approached_by_delta() -> None:
+    x = project({"a": 0.0, "b": 1.0}, {"a": 0.5, "b": 0.5}, 0.3, local="a", min_local=0.4)
+    assert x["a"] == pytest.approx(0.4)
+    y = project({"b": 1.0}, {"b": 1.0}, 0.1, local="a", min_local=0.5)
+    assert y["a"] == pytest.approx(0.1)  # raised towards the floor by delta at a time
+
+
+def test_settle_deadband() -> None:
+    assert settle({"a": 0.502, "b": 0.498}, {"a": 0.5, "b": 0.5})
+    assert not settle({"a": 0.6, "b": 0.4}, {"a": 0.5, "b": 0.5})
+
+
+shares = st.lists(st.floats(0.0, 1.0), min_size=2, max_size=5).filter(lambda v: sum(v) > 0.01)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shares, shares, st.floats(0.01, 1.0))
+def test_projection_properties(t: list[float], c: list[float], delta: float) -> None:
+    n = min(len(t), len(c))
+    names = [f"c{i}" for i in range(n)]
+    cur = {k: v / sum(c[:n]) for k, v in zip(names, c[:n], strict=True)} if sum(c[:n]) else {}
+    if not cur:
+        return
+    tgt = dict(zip(names, t[:n], strict=True))
+    x = project(tgt, cur, delta)
+    assert sum(x.values()) == pytest.approx(1.0)
+    assert all(v >= 0 for v in x.values())
+    assert max_shift(x, cur) <= delta + 1e-7
+    # No point of the feasible set is closer to the target (checked against random points).
+    ts = sum(tgt.values())
+    tn = np.array([tgt[k] / ts for k in names]) if ts > 0 else np.array([cur[k] for k in names])
+    xv = np.array([x.get(k, 0.0) for k in names])
+    cv = np.array([cur[k] for k in names])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.dirichlet(np.ones(n))
+        if np.all(np.abs(p - cv) <= delta):
+            assert np.sum((xv - tn) ** 2) <= np.sum((p - tn) ** 2) + 1e-7

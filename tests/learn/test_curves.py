@@ -1,0 +1,101 @@
+"""Station curves and service times learned from synthetic samples with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from slate.learn.curves import FittedStation, fit_service_times, fit_station
+from slate.model.latency import MMcStation
+
+
+def _samples(
+    truth: MMcStation, service_ms: float, loads: np.ndarray, noise: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rps = loads / service_ms
+    wait = np.array([truth.queue_cost(w) for w in loads]) / rps
+    wait = wait * (1 + noise * rng.standard_normal(len(loads)))
+    return loads, rps, wait
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 4, 8])
+def test_mmc_truth_is_learned_within_the_measured_range(replicas: int) -> None:
+    truth = MMcStation(replicas)
+    loads = np.linspace(0.2, 0.88, 30) * truth.capacity
+    w, r, q = _samples(truth, 5.0, loads, 0.03)
+    fit = fit_station(w, r, q)
+    assert fit is not None
+    assert fit.valid_up_to == pytest.approx(loads.max())
+    for rho in (0.4, 0.6, 0.8, 0.88):
+        x = rho * truth.capacity
+        assert fit.queue_cost(x) == pytest.approx(truth.queue_cost(x), rel=0.15, abs=0.02 * x)
+    # The pole is not far from the truth's (it is only ever used a bounded step past the data).
+    assert 0.9 * truth.capacity < fit.capacity < 1.2 * truth.capacity
+
+
+def test_distorted_truth_shape_is_learned() -> None:
+    """Service time rising with utilisation (1 + rho^2) on top of M/M/2 queueing."""
+    truth = MMcStation(2)
+    s0 = 4.0
+    loads = np.linspace(0.1, 0.85, 25) * truth.capacity
+    rho = loads / truth.capacity
+    rps = loads / s0
+    latency = s0 * (1 + rho**2) + np.array([truth.queue_cost(w) for w in loads]) / rps
+    fit = fit_station(loads, rps, latency - s0)
+    assert fit is not None
+    for i in range(0, 25, 3):
+        want = rps[i] * (latency[i] - s0)
+        got = fit.queue_cost(float(loads[i]))
+        # The station's whole cost (work + queueing), what the optimizer weighs, within 5%; the
+        # queueing part alone within 12% where it matters (past half load).
+        assert loads[i] + got == pytest.approx(loads[i] + want, rel=0.05)
+        if rho[i] >= 0.5:
+            assert got == pytest.approx(want, rel=0.12)
+
+
+def test_curve_is_convex_increasing_and_a_hashable_value() -> None:
+    fit = FittedStation(capacity=1000.0, a=800.0, c=2, b=50.0, valid_up_to=700.0)
+    xs = np.linspace(0, 990, 100)
+    q = np.array([fit.queue_cost(x) for x in xs])
+    assert np.all(np.diff(q) > 0)
+    assert np.all(np.diff(q, 2) > -1e-9)
+    for x in (1.0, 300.0, 800.0):
+        h = 1e-4
+        num = (fit.queue_cost(x + h) - fit.queue_cost(x - h)) / (2 * h)
+        assert fit.queue_slope(x) == pytest.approx(num, rel=1e-4)
+    assert math.isinf(fit.queue_cost(1000.0))
+    same = FittedStation(1000.0, 800.0, 2, 50.0, 700.0)
+    assert fit == same and hash(fit) == hash(same)
+    assert FittedStation.from_json(fit.to_json()) == fit
+
+
+def test_no_queueing_seen_gives_a_far_pole_and_no_samples_gives_none() -> None:
+    fit = fit_station(np.array([100.0, 120.0]), np.array([20.0, 24.0]), np.array([0.0, 0.0]))
+    assert fit is not None and fit.capacity >= 1200.0
+    assert fit.queue_cost(120.0) < 0.1 * 120.0
+    assert fit_station(np.array([0.0]), np.array([0.0]), np.array([1.0])) is None
+
+
+def test_service_times_from_the_low_load_intercept() -> None:
+    rng = np.random.default_rng(3)
+    true = {"home": 3.0, "product": 2.5, "checkout": 8.0}
+    rows, lat = [], []
+    for _ in range(60):
+        mix = rng.dirichlet([2, 2, 2]) * rng.uniform(20, 200)
+        rows.append(mix)
+        own = mix @ np.array(list(true.values())) / mix.sum()
+        lat.append(own * (1 + 0.02 * rng.standard_normal()))
+    got = fit_service_times(np.array(rows), np.array(lat), list(true))
+    for name, s in true.items():
+        assert got[name] == pytest.approx(s, rel=0.1)
+
+
+def test_service_times_of_endpoints_that_move_together_are_not_split() -> None:
+    base = np.linspace(10, 100, 20)
+    rows = np.column_stack([base, 2 * base])
+    lat = np.full(20, 5.0)
+    got = fit_service_times(rows, lat, ["a", "b"])
+    assert got == {"a": pytest.approx(5.0), "b": pytest.approx(5.0)}
