@@ -61,30 +61,56 @@ class Callbacks:
         pass
 
 
+_HOOKS = (
+    "on_stream_open",
+    "on_stream_request",
+    "on_stream_response",
+    "on_ack",
+    "on_nack",
+    "on_stream_error",
+    "on_stream_closed",
+)
+
+
 class CallbackList(Callbacks):
-    """Calls each of several callbacks in order; one failing is logged, the others still run."""
+    """Calls each of several callbacks in order; one failing is logged, the others still run.
+
+    Hooks a callback does not override are skipped (a push to 10,000 streams calls
+    `on_stream_response` 10,000 times: no-op calls add up)."""
 
     def __init__(self, callbacks: Iterable[Callbacks] = ()) -> None:
         self.callbacks = list(callbacks)
+        self._hooks: dict[str, list[Callable[..., None]]] = {
+            hook: [
+                getattr(cb, hook)
+                for cb in self.callbacks
+                if getattr(type(cb), hook, None) is not getattr(Callbacks, hook)
+            ]
+            for hook in _HOOKS
+        }
 
-    def _each(self, method: str, *args: Any) -> None:
-        for cb in self.callbacks:
+    def _each(self, hook: str, *args: Any) -> None:
+        for fn in self._hooks[hook]:
             try:
-                getattr(cb, method)(*args)
+                fn(*args)
             except Exception:
-                log.exception("%s", kv("callback_failed", callback=type(cb).__name__, hook=method))
+                owner = type(getattr(fn, "__self__", fn)).__name__
+                log.exception("%s", kv("callback_failed", callback=owner, hook=hook))
 
     def on_stream_open(self, stream: StreamState) -> None:
         self._each("on_stream_open", stream)
 
     def on_stream_request(self, stream: StreamState, request: Any) -> None:
-        self._each("on_stream_request", stream, request)
+        if self._hooks["on_stream_request"]:
+            self._each("on_stream_request", stream, request)
 
     def on_stream_response(self, stream: StreamState, out: Outgoing) -> None:
-        self._each("on_stream_response", stream, out)
+        if self._hooks["on_stream_response"]:
+            self._each("on_stream_response", stream, out)
 
     def on_ack(self, stream: StreamState, nonce: str) -> None:
-        self._each("on_ack", stream, nonce)
+        if self._hooks["on_ack"]:
+            self._each("on_ack", stream, nonce)
 
     def on_nack(self, stream: StreamState, record: NackRecord) -> None:
         self._each("on_nack", stream, record)
@@ -112,10 +138,22 @@ class MetricsCallbacks(Callbacks):
         self._live: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._per_view: collections.Counter[str] = collections.Counter()
         self._label: dict[int, tuple[str, str, str]] = {}
+        self._labels: dict[ViewKey, str] = {}
+        """view -> label, decided once per view while it has streams (ACKs are hot)."""
+        self._children: dict[tuple[str, str, bool], Any] = {}
+        self._pushes: dict[str, Any] = {}
 
     def label(self, stream: StreamState) -> str:
         view = stream.view
-        return str(view) if view is not None and self.known_view(view) else OTHER_VIEW
+        if view is None:
+            return OTHER_VIEW
+        got = self._labels.get(view)
+        if got is None:
+            got = str(view) if self.known_view(view) else OTHER_VIEW
+            if len(self._labels) >= 10_000:
+                self._labels.clear()
+            self._labels[view] = got
+        return got
 
     def on_stream_open(self, stream: StreamState) -> None:
         key = (stream.api, stream.mode, self.label(stream))
@@ -139,23 +177,33 @@ class MetricsCallbacks(Callbacks):
         self._per_view[view] -= 1
         if self._per_view[view] <= 0:
             del self._per_view[view]
+            if stream.view is not None:
+                self._labels.pop(stream.view, None)
             for family in (self.metrics.acks, self.metrics.nacks):
                 for mode in ("sotw", "delta"):
+                    self._children.pop((mode, view, family is self.metrics.acks), None)
                     with contextlib.suppress(KeyError):
                         family.remove(mode, view)
 
-    def _view_label(self, stream: StreamState) -> str:
-        key = self._label.get(id(stream))
-        return key[2] if key is not None else self.label(stream)
+    def _counter(self, stream: StreamState, ack: bool) -> Any:
+        key = (stream.mode, self.label(stream), ack)
+        child = self._children.get(key)
+        if child is None:
+            family = self.metrics.acks if ack else self.metrics.nacks
+            child = self._children[key] = family.labels(key[0], key[1])
+        return child
 
     def on_stream_response(self, stream: StreamState, out: Outgoing) -> None:
-        self.metrics.pushes.labels(stream.mode).inc()
+        child = self._pushes.get(stream.mode)
+        if child is None:
+            child = self._pushes[stream.mode] = self.metrics.pushes.labels(stream.mode)
+        child.inc()
 
     def on_ack(self, stream: StreamState, nonce: str) -> None:
-        self.metrics.acks.labels(stream.mode, self._view_label(stream)).inc()
+        self._counter(stream, True).inc()
 
     def on_nack(self, stream: StreamState, record: NackRecord) -> None:
-        self.metrics.nacks.labels(stream.mode, self._view_label(stream)).inc()
+        self._counter(stream, False).inc()
 
     def on_stream_error(self, stream: StreamState, error: ProtocolError) -> None:
         self.metrics.stream_errors.labels(error.code.name).inc()

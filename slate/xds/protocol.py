@@ -684,10 +684,16 @@ class AdsStream:
 
     @property
     def has_pending(self) -> bool:
-        return any(s.has_pending for s in self.types.values())
+        for s in self.types.values():  # noqa: SIM110 (a plain loop: called per push per stream)
+            if s._dirty or s._must_answer:
+                return True
+        return False
 
     def next_response(self) -> Outgoing | None:
         """The next response of the types in turn (one slice of one type per call)."""
+        if len(self.types) == 1:  # the usual case (an Envoy on EDS only): no rotation needed
+            for only in self.types.values():
+                return only.next_response()
         subs = list(self.types.values())
         for i in range(len(subs)):
             sub = subs[(self._turn + i) % len(subs)]
