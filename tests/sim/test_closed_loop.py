@@ -65,8 +65,8 @@ def check_shift(result: ClosedLoopResult) -> None:
 # spends ~10 intervals leaving overload. Near the optimum the LP target jitters with the fits
 # and some weights turn.
 MISSES = {
-    ("boutique-2r", "mmc"): "within 5% from interval 16, not 15",
-    ("boutique-2r", "distorted"): "settles 7-10% above the optimum",
+    ("boutique-2r", "mmc"): "settles ~6% above the optimum",
+    ("boutique-2r", "distorted"): "settles 6-14% above the optimum",
     ("hotel-3r", "mmc"): "within 5% from interval 16, not 15",
     ("hotel-3r", "distorted"): "8 direction reversals of one weight after convergence",
 }
