@@ -134,7 +134,7 @@ def test_served_process_counts_failures_and_keeps_the_last_success_time(tmp_path
         )
         log = s.log()
         assert log.count("event=reload_rejected") >= 3
-        assert "not valid UTF-8" in log and "nested too deeply" in log and "fast" in log
+        assert "not valid UTF-8" in log and "nested deeper than" in log and "fast" in log
     finally:
         assert s.stop() == 0, s.log()
     assert "Traceback" not in s.log()
