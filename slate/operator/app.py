@@ -305,7 +305,10 @@ class Operator:
                 w.stop()
             endpoints.stop()
             debounce.cancel()
-            await self.server.stop(grace=1.0)
+            # Kopf cancels the tasks it finds still running when it stops (stream handlers
+            # included); what is left of the gRPC server may then raise CancelledError here.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.server.stop(grace=1.0)
             if http is not None:
                 http.shutdown()
             if liveness is not None:
