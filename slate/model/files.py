@@ -224,3 +224,16 @@ def load_document(
         return parse(data)
     except InputError as e:
         raise e.with_source(str(path)) from None
+
+
+def warn_with_source(
+    path: str | Path, warn: Callable[[InputError], None] | None
+) -> Callable[[InputError], None]:
+    """A `warn` callback for a parser of the file at `path`: the warning names the file."""
+    source = str(path)
+
+    def warn_file(e: InputError) -> None:
+        if warn:
+            warn(e.with_source(source))
+
+    return warn_file

@@ -32,7 +32,7 @@ from slate.model.errors import (
     require,
     unknown_key,
 )
-from slate.model.files import load_document
+from slate.model.files import load_document, warn_with_source
 from slate.model.keys import INGRESS, RouteKey
 
 __all__ = ["INGRESS", "Prediction", "Route", "RouteKey", "Routing", "load_routing"]
@@ -193,12 +193,7 @@ def load_routing(
     path: str | Path, *, strict: bool = False, warn: Callable[[InputError], None] | None = None
 ) -> Routing:
     """Read a route file (`slate solve --format json` output); unknown keys: routing_from_json."""
-    source = str(path)
-
-    def warn_file(e: InputError) -> None:
-        if warn:
-            warn(e.with_source(source))
-
+    warn_file = warn_with_source(path, warn)
     return load_document(
         path,
         "route file",

@@ -29,7 +29,7 @@ from slate.model.errors import (
     report_unknown,
     unknown_key,
 )
-from slate.model.files import load_document
+from slate.model.files import load_document, warn_with_source
 from slate.model.routing import INGRESS
 from slate.model.scenario import Objective, Scenario
 from slate.model.topology import Topology
@@ -334,12 +334,7 @@ def load_scenario(
 
     Unknown keys go to `warn` with the file named (errors with `strict`).
     """
-    source = str(path)
-
-    def warn_file(e: InputError) -> None:
-        if warn:
-            warn(e.with_source(source))
-
+    warn_file = warn_with_source(path, warn)
     return load_document(
         path,
         "scenario",
