@@ -174,7 +174,11 @@ async def test_create_runs_the_loop_and_writes_status(api: kmock.KubernetesEmula
     async with operator(api) as (_controller, events):
         await post(api, manifest())
         status = await eventually(lambda: stored(api, "shop").get("status", {}).get("routes"))
-        assert status[0]["weights"][1] == {"cluster": "us-west", "weight": 0.9}
+        # The stand-in moves us-west from 1.0 towards the even split by 0.1 per interval; on a
+        # loaded machine more than one interval may pass before the first status is read.
+        west = status[0]["weights"][1]
+        assert west["cluster"] == "us-west"
+        assert west["weight"] in (0.9, 0.8, 0.7, 0.6, 0.5), west
         st = stored(api, "shop")["status"]
         ready = next(c for c in st["conditions"] if c["type"] == "Ready")
         assert (ready["status"], ready["reason"]) == ("True", "RollingOut")
