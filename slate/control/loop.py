@@ -250,6 +250,7 @@ class ControlLoop:
             generation=policy.generation,
             timings=Timings(q_s, l_s, s_s, 0.0),
             problems=problems,
+            fit_r2=_fit_r2(learned),
         )
         t3 = time.perf_counter()
         publish_error: str | None = None
@@ -580,6 +581,14 @@ def _exploring(learned: Learned, result: PolicyResult) -> bool:
         if st.work_ms_per_s > seen * 1.02 + 1e-6:
             return True
     return False
+
+
+def _fit_r2(learned: Learned | None) -> dict[tuple[str, str], float]:
+    """R^2 of the curves fitted this interval from the stations' own samples."""
+    if learned is None:
+        return {}
+    curves = learned.latency.curves
+    return {k: curves[k].r2 for k in sorted(learned.measured) if math.isfinite(curves[k].r2)}
 
 
 def _rounded(w: Mapping[str, float]) -> dict[str, float]:

@@ -83,6 +83,9 @@ class IntervalReport:
     generation: int | None = None
     timings: Timings = field(default_factory=Timings)
     problems: tuple[str, ...] = ()
+    fit_r2: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """(service, cluster) -> R^2 of the station's curve fitted this interval (stations fitted
+    from their own samples only; docs/operator.md exports it as `slate_fit_r2`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conditions", MappingProxyType(dict(self.conditions)))
@@ -118,4 +121,8 @@ class IntervalReport:
                 "publish_s": round(self.timings.publish_s, 4),
             },
             "problems": list(self.problems),
+            "fit_r2": [
+                {"service": s, "cluster": c, "r2": round(v, 4)}
+                for (s, c), v in sorted(self.fit_r2.items())
+            ],
         }

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -112,6 +112,9 @@ class FittedStation:
     valid_up_to: float  # largest work measured (ms/s): the curve is trusted up to here
     samples: int = 0
     rmse_ms: float = 0.0  # root mean square error of the per-request wait fit
+    r2: float = field(default=math.nan, compare=False)
+    """Coefficient of determination of the wait fit (weighted as the fit is): 1 is perfect, 0 no
+    better than the mean wait; NaN when nothing was fitted (no queueing measured, or a prior)."""
 
     def queue_cost(self, work: float) -> float:
         w = max(work, 0.0)
@@ -237,7 +240,10 @@ def fit_station(
     assert best is not None
     _score, cap, c, a, b, sse = best
     rmse = math.sqrt(sse / float(wt.sum()))
-    return FittedStation(cap, a, c, b, min(w_max, RHO_SATURATED * cap), n, rmse)
+    q_mean = float((wt * q).sum() / wt.sum())
+    sst = float((wt * (q - q_mean) ** 2).sum())
+    r2 = 1.0 - sse / sst if sst > 1e-12 * max(qq, 1e-300) else math.nan
+    return FittedStation(cap, a, c, b, min(w_max, RHO_SATURATED * cap), n, rmse, r2)
 
 
 def fit_service_times(

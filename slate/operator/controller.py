@@ -396,11 +396,22 @@ class Controller:
         self._fit_metrics(ref, report)
 
     def _fit_metrics(self, ref: PolicyRef, report: IntervalReportLike) -> None:
-        """Fit quality per station, when the report carries it (`fit_r2`: {(svc, cluster): r2})."""
+        """Fit quality per station (`fit_r2`: {(service, cluster): R^2} of the curves fitted this
+        interval). Labels are the policy's own services and clusters (the loop fits nothing
+        else), so the series are bounded by the spec; a held interval fits nothing and leaves
+        the last values."""
         fits = getattr(report, "fit_r2", None)
-        if not isinstance(fits, Mapping):
+        if not isinstance(fits, Mapping) or not fits:
             return
+        policy = self.records.get(ref.key)
+        spec = policy.policy if policy is not None else None
+        known: set[tuple[str, str]] | None = None
+        if spec is not None:
+            known = {(s.name, c.name) for s in spec.services for c in spec.clusters}
+        self.metrics.clear_fits(ref.namespace, ref.name)
         for (service, cluster), r2 in fits.items():
+            if known is not None and (service, cluster) not in known:
+                continue
             set_finite(
                 self.metrics.fit_quality.labels(ref.namespace, ref.name, service, cluster), r2
             )

@@ -135,6 +135,10 @@ class OperatorMetrics:
                     w
                 )
 
+    def clear_fits(self, namespace: str, policy: str) -> None:
+        """Drop the policy's fit series (before setting this interval's)."""
+        self._clear(self.fit_quality, namespace, policy)
+
     def forget(self, namespace: str, policy: str) -> None:
         """A deleted policy leaves no series behind."""
         for m in (self.route_weight, self.target_weight, self.fit_quality):
