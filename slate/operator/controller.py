@@ -198,7 +198,7 @@ class Controller:
             rec.status = status or rec.status
         self.metrics.policies.set(len(self.records))
         rec.wake.set()
-        self._wake_namespace(ref.namespace)
+        self._wake_blocked()
         if self.run_tasks and (rec.task is None or rec.task.done()):
             rec.stop = AsyncStop()
             rec.task = asyncio.get_running_loop().create_task(
@@ -215,7 +215,7 @@ class Controller:
                 rec.stop.set()
         self.metrics.forget(namespace, name)
         self.metrics.policies.set(len(self.records))
-        self._wake_namespace(namespace)
+        self._wake_blocked()
 
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every policy's task (the operator is exiting or lost the leadership); status and
@@ -232,9 +232,10 @@ class Controller:
                 t.cancel()
         self.records.clear()
 
-    def _wake_namespace(self, namespace: str) -> None:
+    def _wake_blocked(self) -> None:
+        """Policies not acted on look again (a conflict may be gone: any namespace)."""
         for r in self.records.values():
-            if r.ref.namespace == namespace and r.not_acted is not None:
+            if r.not_acted is not None:
                 r.wake.set()
 
     # ---- the daemon ---------------------------------------------------------------------------
@@ -287,7 +288,8 @@ class Controller:
         if conflict is not None:
             winner, service = conflict
             self._drop_loop(rec)
-            await self._not_acted(rec, "Conflict", conflict_message(winner, service), False)
+            message = conflict_message(winner, service, rec.ref.namespace)
+            await self._not_acted(rec, "Conflict", message, False)
             return RECHECK_S
         policy = rec.policy
         loop = self._loop_for(rec, policy)

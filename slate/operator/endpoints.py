@@ -64,29 +64,52 @@ def slice_endpoints(slice_: Mapping[str, Any], port: int) -> list[Endpoint]:
     return out
 
 
+RETIRED_LIMIT = 10_000
+"""Services kept on default routing after their policy went (oldest dropped past this many)."""
+
+
 class EndpointIndex:
-    """EndpointSlices of all clusters -> endpoints per (service, cluster) of routed services."""
+    """EndpointSlices of all clusters -> endpoints per (service, cluster) of routed services.
+
+    A service that no policy routes any more is *retired*, not dropped: its endpoints stay served
+    (with no routes, the xDS views give it slate's default routing, local first / nearest), so
+    proxies that take the service's endpoints from slate neither keep the deleted policy's
+    weights nor lose the endpoints. A policy routing it again takes it back."""
 
     def __init__(self, sink: Sink, metrics: OperatorMetrics | None = None) -> None:
         self.sink = sink
         self.metrics = metrics
         self.routed: Routed = {}
-        self._owner: dict[str, str] = {}  # service -> the namespace whose policy routes it
+        self._owner: dict[str, tuple[str, int]] = {}  # service -> (namespace, port) routing it
+        self._retired: dict[str, tuple[str, int]] = {}  # no longer routed: default routing
         self._slices: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self._sent: dict[tuple[str, str], Endpoints | None] = {}
 
+    @property
+    def retired(self) -> frozenset[str]:
+        return frozenset(self._retired)
+
     def set_routed(self, routed: Routed) -> None:
         self.routed = routed
-        owner: dict[str, str] = {}
+        owner: dict[str, tuple[str, int]] = {}
         for ns in sorted(routed):
-            for svc in routed[ns]:
-                if svc in owner and owner[svc] != ns:
+            for svc, port in routed[ns].items():
+                if svc in owner and owner[svc][0] != ns:
                     log.warning(
                         "%s",
-                        kv("service_name_clash", service=svc, used=owner[svc], ignored=ns),
+                        kv("service_name_clash", service=svc, used=owner[svc][0], ignored=ns),
                     )
                     continue
-                owner[svc] = ns
+                owner[svc] = (ns, port)
+        for svc, was in self._owner.items():
+            if svc not in owner:
+                self._retired.pop(svc, None)
+                self._retired[svc] = was
+                log.info("%s", kv("service_retired", service=svc, namespace=was[0]))
+        for svc in owner:
+            self._retired.pop(svc, None)
+        while len(self._retired) > RETIRED_LIMIT:
+            self._retired.pop(next(iter(self._retired)))
         self._owner = owner
         self._recompute_all()
 
@@ -115,17 +138,20 @@ class EndpointIndex:
             self._recompute_cluster(cluster)
 
     def _recompute_cluster(self, cluster: str) -> None:
+        serving = {**self._retired, **self._owner}
         found: dict[str, list[Endpoint]] = {}
         for (ns, _name), s in (self._slices.get(cluster) or {}).items():
             svc = ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL)
-            if not isinstance(svc, str) or self._owner.get(svc) != ns:
+            if not isinstance(svc, str):
                 continue
-            port = self.routed.get(ns, {}).get(svc, 0)
-            found.setdefault(svc, []).extend(slice_endpoints(s, port))
+            got = serving.get(svc)
+            if got is None or got[0] != ns:
+                continue
+            found.setdefault(svc, []).extend(slice_endpoints(s, got[1]))
         services = set(found) | {s for s, c in self._sent if c == cluster}
         for svc in sorted(services):
             eps = tuple(sorted(set(found.get(svc, [])))) or None
-            if svc not in self._owner:
+            if svc not in serving:
                 eps = None
             if self._sent.get((svc, cluster), ()) == eps and (svc, cluster) in self._sent:
                 continue

@@ -21,7 +21,8 @@ from slate.xds.follower import FollowerCache
 log = logging.getLogger("slate.operator.follower")
 
 Routed = dict[str, dict[str, int]]
-"""namespace -> service -> port, of every policy's spec."""
+"""namespace -> service -> port, of the policies' specs: each service name once, for the oldest
+policy routing it (the one the leader acts on; a newer one is refused with Conflict)."""
 
 
 class StatusFollower:
@@ -35,6 +36,7 @@ class StatusFollower:
         self.on_routed = on_routed
         self.on_applied = on_applied
         self._known: dict[tuple[str, str], dict[str, int]] = {}
+        self._created: dict[tuple[str, str], str] = {}
         self._last_routed: Routed | None = None
         self.served: set[tuple[str, str]] = set()
         """Policies whose routes the cache serves now."""
@@ -63,16 +65,21 @@ class StatusFollower:
 
     def routed(self) -> Routed:
         out: Routed = {}
-        for (ns, _name), services in sorted(self._known.items()):
-            target = out.setdefault(ns, {})
-            for s, port in services.items():
-                target.setdefault(s, port)
-        return out
+        taken: set[str] = set()
+        # the order conflicts.py decides by: older first, then namespace and name
+        for key in sorted(self._known, key=lambda k: (self._created.get(k, ""), k)):
+            target = out.setdefault(key[0], {})
+            for s, port in self._known[key].items():
+                if s not in taken:
+                    taken.add(s)
+                    target.setdefault(s, port)
+        return {ns: svcs for ns, svcs in out.items() if svcs}
 
     def _apply(self, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
         spec = obj.get("spec") or {}
         self._known[key] = _services(spec)
+        self._created[key] = str((obj.get("metadata") or {}).get("creationTimestamp") or "")
         if spec.get("output", "xds") != "xds":
             self._forget_routes(key)
             return
@@ -93,6 +100,7 @@ class StatusFollower:
 
     def _forget(self, key: tuple[str, str]) -> None:
         self._known.pop(key, None)
+        self._created.pop(key, None)
         self._forget_routes(key)
 
     def _forget_routes(self, key: tuple[str, str]) -> None:

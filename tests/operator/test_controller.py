@@ -175,16 +175,27 @@ async def test_conflict_older_wins_and_newer_takes_over_when_older_goes() -> Non
     assert sinks.status["shop/b"]["routes"]
 
 
-async def test_different_namespaces_do_not_conflict() -> None:
+async def test_same_service_name_in_another_namespace_is_a_conflict() -> None:
+    """slate's xDS names services without their namespace: the newer policy is refused, with a
+    condition naming the older one and why, and takes over when the older one goes."""
     sinks = Sinks()
     c = make(sinks)
-    a = c.observe(manifest("a"))
-    other = manifest("b")
+    a = c.observe(manifest("a", "2026-12-04T09:00:00Z"))
+    other = manifest("b", "2026-12-04T09:30:00Z")
     other["metadata"]["namespace"] = "other"
     b = c.observe(other)
     await c.tick(a)
     await c.tick(b)
-    assert conditions(sinks.status["other/b"])["Ready"][0] == "True"
+    st = sinks.status["other/b"]
+    assert conditions(st) == {"Ready": ("False", "Conflict")}
+    message = st["conditions"][0]["message"]
+    assert "shop/a" in message and "without its namespace" in message, message
+    assert "routes" not in st
+    assert ("other/b", "Warning", "Conflict") in [e[:3] for e in sinks.events]
+    c.forget("shop", "a")
+    assert b.wake.is_set()  # a policy in another namespace is woken too
+    await c.tick(b)
+    assert conditions(sinks.status["other/b"])["Ready"] == ("True", "RollingOut")
 
 
 async def test_paused_keeps_weights_and_reports_paused() -> None:

@@ -14,11 +14,12 @@ from google.protobuf import struct_pb2
 from slate.cli import main
 from slate.model.policy import load_policy
 from slate.model.routing import Route, Routing
-from slate.operator.conflicts import Claim, conflict_with
+from slate.operator.conflicts import Claim, conflict_message, conflict_with
 from slate.operator.destinationrule import DestinationRulePublisher, destination_rules, distribute
 from slate.operator.endpoints import EndpointIndex, slice_endpoints
 from slate.operator.follower import StatusFollower
 from slate.operator.istio import istio_or_plain_view, istio_view
+from slate.xds.debounce import merge_clusters
 from slate.xds.endpoints import Endpoint, EndpointSet
 from slate.xds.follower import FollowerCache
 from slate.xds.views import InvalidNode, ViewKey
@@ -230,8 +231,7 @@ def test_conflict_older_wins_by_time_then_name() -> None:
     a = Claim("ns", "a", "2026-01-01T00:00:00Z", frozenset({"cart", "ad"}))
     b = Claim("ns", "b", "2026-01-02T00:00:00Z", frozenset({"cart"}))
     c = Claim("ns", "c", "2026-01-01T00:00:00Z", frozenset({"ad"}))
-    other_ns = Claim("x", "d", "2025-01-01T00:00:00Z", frozenset({"cart"}))
-    assert conflict_with(a, [a, b, c, other_ns]) is None
+    assert conflict_with(a, [a, b, c]) is None
     got = conflict_with(b, [a, b, c])
     assert got is not None and got[0].name == "a" and got[1] == "cart"
     got = conflict_with(c, [a, b, c])  # same second: the name decides
@@ -260,3 +260,66 @@ def test_operator_cli_bad_flags_exit_2_with_one_line(
     assert main(["operator", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err, err
+
+
+def _wired() -> tuple[StatusFollower, EndpointIndex, FollowerCache]:
+    """The parts app.py wires on every replica (the Debouncer in between flushed at once)."""
+    cache = FollowerCache(EndpointSet({}))
+
+    def sink(service: str, cluster: str, eps: Any) -> None:
+        cache.set_endpoints(merge_clusters(cache.endpoints, {(service, cluster): eps}))
+
+    index = EndpointIndex(sink)
+    return StatusFollower(cache, on_routed=index.set_routed), index, cache
+
+
+def test_deleted_policy_reverts_the_views_to_default_routing() -> None:
+    follower, index, cache = _wired()
+    index.handle("east", "SYNC", [slice_("cart", "shop", "e", ["10.0.0.1"])])
+    index.handle("west", "SYNC", [slice_("cart", "shop", "w", ["10.1.0.1"])])
+    follower.handle("SYNC", [policy_obj("a", routes=[ROUTE])])
+    view = ViewKey("frontend", "east")
+    res = cache.resource(view, "cart")
+    assert res is not None and res.plan == (("east", 0, 2500), ("west", 0, 7500))
+
+    follower.handle("DELETED", [policy_obj("a")])
+    # no weights of the deleted policy, and no empty assignment: slate's default routing, local
+    # first, with the other cluster as the priority-1 backstop
+    res = cache.resource(view, "cart")
+    assert res is not None and res.plan == (("east", 0, 10000), ("west", 1, 1))
+    assert index.retired == {"cart"}
+    # the retired service's endpoints still follow the slices
+    index.handle("east", "ADDED", [slice_("cart", "shop", "e2", ["10.0.0.2"])])
+    assert len(cache.endpoints.services["cart"]["east"]) == 2
+    # a policy routing it again takes it back
+    follower.handle("ADDED", [policy_obj("b", routes=[ROUTE])])
+    assert index.retired == frozenset()
+    res = cache.resource(view, "cart")
+    assert res is not None and res.plan == (("east", 0, 2500), ("west", 0, 7500))
+
+
+def test_one_service_name_one_owner_across_namespaces() -> None:
+    follower, index, cache = _wired()
+    index.handle("east", "SYNC", [slice_("cart", "shop", "e", ["10.0.0.1"])])
+    index.handle("east", "ADDED", [slice_("cart", "a-team", "e", ["10.9.0.1"])])
+    old = policy_obj("shop", routes=[ROUTE])
+    old["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    new = policy_obj("mine")
+    new["metadata"].update(namespace="a-team", creationTimestamp="2026-02-01T00:00:00Z")
+    follower.handle("SYNC", [new, old])
+    # the older policy's namespace owns the name, though "a-team" sorts first
+    assert follower.routed() == {"shop": {"cart": 7070}}
+    assert cache.endpoints.services["cart"]["east"] == (Endpoint("10.0.0.1", 8080),)
+
+
+def test_conflicts_span_namespaces_and_name_the_other_policy() -> None:
+    old = Claim("shop", "a", "2026-01-01T00:00:00Z", frozenset({"cart"}))
+    new = Claim("a-team", "b", "2026-02-01T00:00:00Z", frozenset({"cart", "ads"}))
+    got = conflict_with(new, [old, new])
+    assert got is not None and got[0].key == "shop/a" and got[1] == "cart"
+    assert conflict_with(old, [old, new]) is None
+    msg = conflict_message(got[0], got[1], new.namespace)
+    assert "shop/a" in msg and "without its namespace" in msg
+    assert "namespace" not in conflict_message(got[0], got[1], "shop")
+    same_second = Claim("a-team", "c", "2026-01-01T00:00:00Z", frozenset({"cart"}))
+    assert conflict_with(old, [old, same_second]) == (same_second, "cart")  # namespace decides
