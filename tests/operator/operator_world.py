@@ -103,11 +103,20 @@ class World:
     replicas: list[Replica] = field(default_factory=list)
     envoys: list[Envoy] = field(default_factory=list)
 
-    def start_replica(self, name: str, webhook: bool = True) -> Replica:
+    def start_replica(
+        self,
+        name: str,
+        webhook: bool = True,
+        loop: str = "standin",
+        prometheus: str = "http://127.0.0.1:9",
+    ) -> Replica:
+        """An operator replica; `loop`: "standin" (standin_loop.py) or "real" (the default loop
+        factory: slate.control's ControlLoop reading `prometheus`)."""
         xds, metrics = free_port(), free_port()
         cfg = {
+            "loop": loop,
             "kubeconfig": str(self.kube.kubeconfig),
-            "prometheus": "http://127.0.0.1:9",
+            "prometheus": prometheus,
             "namespaces": None,
             "xds_port": xds,
             "metrics_port": metrics,

@@ -1,9 +1,12 @@
-"""Test driver: one operator replica (`slate.operator.app`) with the stand-in control loop.
+"""Test driver: one operator replica (`slate.operator.app`).
 
-    python run_operator.py '{"kubeconfig": ..., "prometheus": ..., ...}'   (OperatorConfig fields)
+    python run_operator.py '{"loop": "standin" | "real", "kubeconfig": ..., "prometheus": ..., ...}'
+    (OperatorConfig fields; "loop" defaults to "standin")
 
-The integration tests start replicas this way so they can be killed like real processes; the only
-difference from `slate operator` is the loop factory (no Prometheus needed)."""
+The integration tests start replicas this way so they can be killed like real processes. With
+"loop": "standin" the only difference from `slate operator` is the loop factory (the stand-in of
+standin_loop.py, no Prometheus needed); with "real" it is `slate operator` itself (the default loop
+factory: slate.control's ControlLoop reading Prometheus)."""
 
 from __future__ import annotations
 
@@ -20,5 +23,7 @@ from slate.operator.app import OperatorConfig, run
 
 if __name__ == "__main__":
     configure("info")
-    cfg = OperatorConfig(**json.loads(sys.argv[1]), loop_factory=standin_factory)
+    fields = json.loads(sys.argv[1])
+    real = fields.pop("loop", "standin") == "real"
+    cfg = OperatorConfig(**fields, loop_factory=None if real else standin_factory)
     sys.exit(run(cfg))
