@@ -2,12 +2,13 @@
 "us-west", a remote one reached through a kubeconfig Secret), operator replicas as processes, and a
 real Envoy taking its endpoints from the operator's xDS.
 
-The control loop is the stand-in (standin_loop.py, named as such) until slate.control's loop is
-merged: everything else is the production operator. The tests run in file order on one set-up:
-status and weights appear; Envoy receives them; an endpoint added in the remote cluster reaches
-Envoy; the webhook rejects a cross-cluster mistake naming the field; a restart resumes with no
-weight jump; two replicas elect one leader and the other takes over within two lease durations
-while xDS keeps serving; delete cleans up.
+The control loop is the stand-in (standin_loop.py, named as such), so that these tests' timing
+depends on the operator only: everything else is the production operator (the real loop runs end to
+end in test_operator_real_loop.py). The tests run in file order on one set-up: status and weights
+appear; Envoy receives them; an endpoint added in the remote cluster reaches Envoy; the webhook
+rejects a cross-cluster mistake naming the field; a restart resumes with no weight jump; two
+replicas elect one leader and the other takes over within two lease durations while xDS keeps
+serving; delete cleans up and puts the Envoy back on local-first.
 """
 
 from __future__ import annotations
@@ -215,3 +216,13 @@ def test_delete_cleans_up(world: World) -> None:
     # nothing kept behind: no finalizer was needed, no other object was written for output xds
     listed = world.kube.request("GET", "/apis/slate.dev/v1alpha1/trafficpolicies")
     assert listed["items"] == []
+    # the proxy on the leader is back on slate's default routing (local first), endpoints kept
+    envoy = world.envoys[-1]
+
+    def local_first() -> bool:
+        got = envoy.eds_weights().get("cart", {})
+        return {r for r, (prio, _w) in got.items() if prio == 0} == {"us-east"} and (
+            got.get("us-west", (0, 0))[0] == 1
+        )
+
+    wait_for(local_first, 20, "Envoy on local-first after the delete")

@@ -323,3 +323,14 @@ def test_conflicts_span_namespaces_and_name_the_other_policy() -> None:
     assert "namespace" not in conflict_message(got[0], got[1], "shop")
     same_second = Claim("a-team", "c", "2026-01-01T00:00:00Z", frozenset({"cart"}))
     assert conflict_with(old, [old, same_second]) == (same_second, "cart")  # namespace decides
+
+
+def test_retired_services_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("slate.operator.endpoints.RETIRED_LIMIT", 2)
+    sent: list[tuple[str, str, Any]] = []
+    idx = EndpointIndex(lambda s, c, e: sent.append((s, c, e)))
+    idx.handle("east", "SYNC", [slice_(f"s{i}", "shop", f"e{i}", ["10.0.0.1"]) for i in range(3)])
+    idx.set_routed({"shop": {"s0": 80, "s1": 80, "s2": 80}})
+    idx.set_routed({})
+    assert idx.retired == {"s1", "s2"}  # the oldest went past the limit: no longer served
+    assert ("s0", "east", None) in sent and ("s1", "east", None) not in sent
