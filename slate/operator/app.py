@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from slate.logs import kv
 from slate.operator.controller import Controller
@@ -106,9 +106,8 @@ class Operator:
         self.cache = FollowerCache(
             EndpointSet({}), ClaOptions(istio_tls_metadata=cfg.istio_tls_metadata), self.xds_metrics
         )
-        # Debouncer is typed for a WritableCache but only calls update(endpoints=...), which a
-        # FollowerCache takes (routing reaches it only from status).
-        self.debouncer = Debouncer(cast(Any, self.cache), quiet_s=0.05, max_delay_s=0.5)
+        # endpoints only: routing reaches a FollowerCache from status
+        self.debouncer = Debouncer(self.cache, quiet_s=0.05, max_delay_s=0.5)
         self.index = EndpointIndex(self.debouncer.set_cluster_endpoints, self.metrics)
         self.follower = StatusFollower(
             self.cache, on_routed=self.index.set_routed, on_applied=self._served
