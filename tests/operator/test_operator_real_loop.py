@@ -9,10 +9,11 @@ cluster (what the mesh starts with) queues in us-east, and the optimum sends a q
 us-east's calls to us-west (10 ms away). The test closes the loop: the weights the operator
 publishes in status are what the simulated mesh runs under from then on.
 
-Shown: TelemetryFresh=True and Solved=True; routes that move towards the target by at most
-maxShiftPerInterval per interval and get closer to it; the Envoy receiving the status weights;
-Prometheus stopped -> TelemetryFresh=False (PrometheusUnavailable), the weights held in status and
-at the Envoy; the policy deleted -> the Envoy back on slate's default routing (local first).
+Shown: TelemetryFresh=True and Solved=True; routes that move by at most maxShiftPerInterval per
+interval, towards the truth's optimum (closer than the start by more than one step); the Envoy
+receiving the status weights; Prometheus stopped -> TelemetryFresh=False (PrometheusUnavailable),
+the weights held in status and at the Envoy; the policy deleted -> the Envoy back on slate's
+default routing (local first).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from slate.model.routing import Route, Routing
 from slate.model.scenario import Scenario
 from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer import baselines
+from slate.optimizer.solve import solve
+from slate.sim.istio_metrics import truth_latency_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xds"))
 from envoy_harness import Envoy, Upstreams
@@ -172,8 +175,15 @@ def envoy_split(envoy: Envoy) -> dict[str, float]:
     return {region: w / total for region, w in p0.items()} if total else {}
 
 
+def truth_optimum(mesh: Scenario) -> dict[str, float]:
+    """The weights of ingress@us-east -> cart.get at the optimum of the hidden truth."""
+    route = solve(mesh, truth_latency_model(mesh, "mmc")).routing.get("ingress", "us-east", TO)
+    assert route is not None
+    return dict(route.normalized())
+
+
 def test_real_loop_status_rollout_envoy_outage_and_delete(
-    live: tuple[World, SimulatedPrometheus],
+    live: tuple[World, SimulatedPrometheus], mesh: Scenario
 ) -> None:
     world, sp = live
     replica = world.replicas[0]
@@ -189,7 +199,7 @@ def test_real_loop_status_rollout_envoy_outage_and_delete(
     assert conds["Ready"][0] == "True", first["conditions"]
     assert {"lastSolveTime", "solveSeconds", "predicted", "observed", "state"} <= set(first)
 
-    # 2. A few intervals: the routes move towards the target, at most MAX_SHIFT per interval.
+    # 2. A few intervals: the routes move towards the optimum, at most MAX_SHIFT per interval.
     seen = [first]
     deadline = time.monotonic() + 60
     while len(seen) < 4 and time.monotonic() < deadline:
@@ -203,19 +213,21 @@ def test_real_loop_status_rollout_envoy_outage_and_delete(
     for s in seen:
         assert conditions(s)["TelemetryFresh"] == ("True", "Fresh"), s["conditions"]
         assert conditions(s)["Solved"][0] == "True", s["conditions"]
-    # the optimum offloads part of us-east's queue to us-west: from the first interval, and more
-    # as the trust region grows with what is measured there (the first target may be small)
+    # every interval's target offloads part of us-east's queue to us-west
     assert all(t.get("us-west", 0.0) > 0.0 for t in targets), targets
-    assert targets[-1].get("us-west", 0.0) > 0.15, targets
     for before, after in itertools.pairwise(history):
         assert distance(before, after) <= MAX_SHIFT + 1e-6, history
-    start = {"us-east": 1.0}  # where the mesh was: everything local
-    assert distance(history[-1], targets[-1]) < distance(start, targets[-1]) - MAX_SHIFT, (
-        history,
-        targets,
-    )
-    # and they were seen moving, interval by interval (not only a final state)
+    # the routes were seen moving, and got closer to the truth's optimum than where the mesh
+    # started (everything local) by more than one rollout step (the loop's own targets move as
+    # it learns: how close it settles is the closed-loop tests' subject, tests/sim)
     assert any(distance(a, b) > 1e-6 for a, b in itertools.pairwise(history)), history
+    best = truth_optimum(mesh)
+    start = {"us-east": 1.0}
+    assert min(distance(h, best) for h in history) < distance(start, best) - MAX_SHIFT, (
+        history,
+        best,
+    )
+    assert distance(history[-1], best) < distance(start, best), (history, best)
     fit = replica.metric('slate_fit_r2{cluster="us-east",namespace="shop",policy="live"')
     assert fit is not None and fit <= 1.0
 
