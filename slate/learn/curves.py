@@ -275,3 +275,32 @@ def fit_service_times(
         for j in g:
             out[names[j]] = val if val > 0 else fallback
     return out
+
+
+def fit_class_service_times(
+    rps: FArray, own_ms: FArray, endpoint_names: Sequence[str], low_quantile: float = 0.3
+) -> dict[str, float]:
+    """Per endpoint class, the base service time (ms) from its *own* latency series (one column
+    per class, nan where unknown): the rate-weighted mean own latency of the class over the
+    lightest `low_quantile` of the samples (by the station's total rate; rows stacked over the
+    service's clusters). Unlike `fit_service_times` this separates classes whose rates move
+    together: each class's duration is measured on its own."""
+    x = np.asarray(rps, dtype=float)
+    own = np.asarray(own_ms, dtype=float)
+    tot = np.nansum(x, axis=1)
+    ok = tot > 0
+    x, own, tot = x[ok], own[ok], tot[ok]
+    if len(tot) == 0:
+        return {}
+    cut = float(np.quantile(tot, low_quantile)) if len(tot) > 3 else float(tot.max())
+    low = tot <= cut
+    out: dict[str, float] = {}
+    for j, name in enumerate(endpoint_names):
+        xs, ys = x[low, j], own[low, j]
+        good = np.isfinite(xs) & np.isfinite(ys) & (xs > 0)
+        if good.sum() < 2:
+            continue
+        val = float((xs[good] * ys[good]).sum() / xs[good].sum())
+        if val > 0 and math.isfinite(val):
+            out[name] = val
+    return out
