@@ -154,14 +154,14 @@ def learn(
             if len(eids) > 1:
                 # Classes measured on their own (Istio's durations carry the class label):
                 # separates classes whose rates move together, which the mix cannot.
-                own = [
+                per_class = [
                     _class_own_series(obs, svc, c, eids)
                     for c in deployed[svc]
                     if (svc, c) in obs.stations
                 ]
-                mine = [o for o in own if o is not None]
-                if mine and len(mine) == len(rows):
-                    got.update(fit_class_service_times(np.vstack(rows), np.vstack(mine), eids))
+                direct = [o for o in per_class if o is not None]
+                if direct and len(direct) == len(rows):
+                    got.update(fit_class_service_times(np.vstack(rows), np.vstack(direct), eids))
             service_ms.update({e: v for e, v in got.items() if v > 0 and math.isfinite(v)})
     known = [v for v in service_ms.values() if v > 0]
     fallback_ms = statistics.median(known) if known else DEFAULT_SERVICE_MS
