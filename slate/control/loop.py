@@ -62,6 +62,10 @@ MIN_BAND = 0.01
 MAX_BAND = 0.03
 """Bounds of the learned objective's uncertainty (ControlLoop._band): a predicted gain below it
 does not turn a weight around."""
+PROBE_SHARE = 0.05
+"""Share of one route key's calls sent over a cluster pair of unmeasured RTT to measure it."""
+PROBE_RETRY = 10
+"""Intervals before a pair probed once may be probed again (if it is still unmeasured)."""
 SHRINK = 0.5
 GROW = 2.0
 """Per-key step-size adaptation (Rprop's eta-minus / eta-plus): see ControlLoop._roll_out."""
@@ -133,6 +137,7 @@ class ControlLoop:
         new_weights = st.weights
         problems: tuple[str, ...] = ()
         learned: Learned | None = None
+        probed: tuple[str, str] | None = None
         try:
             try:
                 obs = self.source.observe(policy, now)
@@ -212,9 +217,13 @@ class ControlLoop:
                         f"solved in {result.stats.seconds:.3f}s" if result.stats else "solved",
                     )
                 )
-                new_weights = self._roll_out(
-                    learned, target, self._objective(learned, target), st.weights, policy, band
-                )
+                target_j = self._objective(learned, target)
+                new_weights = self._roll_out(learned, target, target_j, st.weights, policy, band)
+                if st.cooldown == 0 and learned.unmeasured_rtt:
+                    probe = self._probe_unmeasured(learned, target_j, new_weights, band)
+                    if probe is not None:
+                        new_weights, probed = probe
+                        exploring = True
                 s_s += time.perf_counter() - t2
         except _Held as h:
             held = h
@@ -288,6 +297,8 @@ class ControlLoop:
             and (held is None or was_rolled_back)
             and publish_error is None
         )
+        if moved and probed is not None:
+            st.probed[probed] = st.interval
         if moved:
             # An exploring move is an experiment: remember what it replaced, so the next
             # interval can roll it back when the measured latency says it was a mistake.
@@ -530,6 +541,82 @@ class ControlLoop:
         if math.isfinite(j_old) and j_old <= j_new * (1 + band):
             return old
         return new
+
+    def _probe_unmeasured(
+        self, learned: Learned, target_j: float, weights: Routing, band: float
+    ) -> tuple[Routing, tuple[str, str]] | None:
+        """Bounded exploration of a cluster pair whose RTT nobody measured (closed-loop.md):
+        the LP prices such a pair at UNMEASURED_RTT_MS, so no traffic goes over it on a guess.
+        When the learned model, with the pair's RTT at its triangle bound through clusters whose
+        RTT is known (the latency of relaying through them), beats this interval's target by
+        more than `band`, one route key sends PROBE_SHARE of its calls over the pair: enough to
+        measure the RTT by the next interval. The probe is an exploring move, rolled back when
+        the measured mean latency rises (ROLLBACK_TOLERANCE); a pair is probed at most once per
+        PROBE_RETRY intervals. Returns the weights with the probe and the pair, or None."""
+        st = self.state
+        topo = learned.scenario.topology
+        unknown = {frozenset(p) for p in learned.unmeasured_rtt}
+        cl = topo.clusters
+        bounds: dict[frozenset[str], float] = {}
+        for a, b in learned.unmeasured_rtt:
+            last = st.probed.get((min(a, b), max(a, b)))
+            if last is not None and st.interval - last < PROBE_RETRY:
+                continue
+            via = [
+                topo.rtt(a, c) + topo.rtt(c, b)
+                for c in cl
+                if c not in (a, b)
+                and frozenset((a, c)) not in unknown
+                and frozenset((c, b)) not in unknown
+            ]
+            if via:
+                bounds[frozenset((a, b))] = min(via)
+        if not bounds or not math.isfinite(target_j):
+            return None
+        rtt = [
+            tuple(bounds.get(frozenset((x, y)), topo.rtt(x, y)) if x != y else 0.0 for y in cl)
+            for x in cl
+        ]
+        hopeful = replace(
+            learned,
+            scenario=replace(learned.scenario, topology=replace(topo, rtt_ms=tuple(rtt))),
+        )
+        try:
+            result = self._solve(hopeful, cautious=False)
+        except SolveError:
+            return None
+        if not result.evaluation.objective < target_j * (1 - band):
+            return None
+        best: tuple[float, tuple[str, str, str], str] | None = None
+        for r in _external_routing(result.routing).routes:
+            cur = weights.get(*r.key)
+            if cur is None:
+                continue
+            for tc, w in r.normalized().items():
+                if frozenset((r.from_cluster, tc)) in bounds and (best is None or w > best[0]):
+                    best = (w, r.key, tc)
+        if best is None or best[0] <= 1e-3:
+            return None
+        _w, key, tc = best
+        in_force = st.weights.get(*key) or weights.get(*key)
+        assert in_force is not None
+        share = min(PROBE_SHARE, self.policy.max_shift_per_interval, best[0])
+        cur_w = in_force.normalized()
+        probe = {c: (1 - share) * v for c, v in cur_w.items()}
+        probe[tc] = probe.get(tc, 0.0) + share
+        routes = [r for r in weights.routes if r.key != key] + [Route(*key, _rounded(probe))]
+        probed = (min(key[1], tc), max(key[1], tc))
+        log.info(
+            "%s",
+            kv(
+                "probe_unmeasured_rtt",
+                pair=f"{probed[0]}<->{probed[1]}",
+                key="/".join(key),
+                share=round(share, 4),
+                predicted_gain=round(1 - result.evaluation.objective / target_j, 4),
+            ),
+        )
+        return Routing(tuple(sorted(routes, key=lambda r: r.key))), probed
 
     def _key_reverses(
         self, key: tuple[str, str, str], current: Mapping[str, float], new: Mapping[str, float]

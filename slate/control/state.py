@@ -31,6 +31,8 @@ class LoopState:
     """The target being moved towards (kept while a new one is not clearly better)."""
     directions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     """Per weight (from service, from cluster, to, cluster): the sign of its last move."""
+    probed: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Cluster pairs of unmeasured RTT probed, and the interval of the last probe."""
     step_limits: dict[tuple[str, str, str], float] = field(default_factory=dict)
     """Per route key: the most its weights may move next (<= maxShiftPerInterval)."""
 
@@ -52,6 +54,7 @@ class LoopState:
             "target": None if self.target is None else self.target.to_json()["routes"],
             "directions": [[*k, v] for k, v in sorted(self.directions.items())],
             "step_limits": [[*k, v] for k, v in sorted(self.step_limits.items())],
+            "probed": [[*k, v] for k, v in sorted(self.probed.items())],
         }
         return json.dumps(data, indent=1)
 
@@ -79,6 +82,7 @@ class LoopState:
                 (str(d[0]), str(d[1]), str(d[2]), str(d[3])): 1 if int(d[4]) > 0 else -1
                 for d in data.get("directions", [])
             },
+            probed={(str(d[0]), str(d[1])): int(d[2]) for d in data.get("probed", [])},
             step_limits={
                 (str(d[0]), str(d[1]), str(d[2])): float(d[3]) for d in data.get("step_limits", [])
             },
