@@ -202,9 +202,8 @@ class ControlLoop:
                     s_s = time.perf_counter() - t2
                 t2 = time.perf_counter()  # the rollout's own solves count as solving too
                 target = _external_routing(result.routing)
-                band = self._band(
-                    learned, prev_curves, [st.weights, target, st.target or Routing(())]
-                )
+                routings = [st.weights, target, st.target or Routing(())]
+                band = _Lazy(lambda: self._band(learned, prev_curves, routings))
                 target = self._sticky_target(learned, target, band)
                 st.target = target
                 exploring = _exploring(learned, result)
@@ -405,7 +404,7 @@ class ControlLoop:
         target_objective: float,
         current: Routing,
         policy: TrafficPolicy,
-        band: float = 0.0,
+        band: _Lazy | None = None,
     ) -> Routing:
         """The next weights: each key projected towards the target (safety.project), then the best
         of a few step lengths along that move by the learned model. No move when the learned
@@ -497,7 +496,8 @@ class ControlLoop:
             boxed = self._solve_step(learned, start, limits, policy.min_local_share)
             if boxed is not None:
                 obj = self._objective(learned, boxed)
-                need = band if self._reverses(boxed, current) else IMPROVEMENT_DEADBAND
+                turns = band is not None and self._reverses(boxed, current)
+                need = band.value if band is not None and turns else IMPROVEMENT_DEADBAND
                 if obj < now * (1 - max(need, IMPROVEMENT_DEADBAND)):
                     keep = tuple(r for k, r in routes.items() if k not in start)
                     best = Routing(tuple(boxed.routes) + keep)
@@ -525,7 +525,7 @@ class ControlLoop:
                 u = max(u, abs(j_now - j_prev) / j_now)
         return min(u, MAX_BAND)
 
-    def _sticky_target(self, learned: Learned, new: Routing, band: float) -> Routing:
+    def _sticky_target(self, learned: Learned, new: Routing, band: _Lazy) -> Routing:
         """Hysteresis on the target: a new target that would turn some weight back against its
         last move replaces the previous target only when, by this interval's fits, it is better
         by more than `band` (the fits' own uncertainty). Near the optimum the LP's answer jumps
@@ -538,12 +538,12 @@ class ControlLoop:
             return new
         j_old = self._objective(learned, old)
         j_new = self._objective(learned, new)
-        if math.isfinite(j_old) and j_old <= j_new * (1 + band):
+        if math.isfinite(j_old) and j_old <= j_new * (1 + band.value):
             return old
         return new
 
     def _probe_unmeasured(
-        self, learned: Learned, target_j: float, weights: Routing, band: float
+        self, learned: Learned, target_j: float, weights: Routing, band: _Lazy
     ) -> tuple[Routing, tuple[str, str]] | None:
         """Bounded exploration of a cluster pair whose RTT nobody measured (closed-loop.md):
         the LP prices such a pair at UNMEASURED_RTT_MS, so no traffic goes over it on a guess.
@@ -585,7 +585,7 @@ class ControlLoop:
             result = self._solve(hopeful, cautious=False)
         except SolveError:
             return None
-        if not result.evaluation.objective < target_j * (1 - band):
+        if not result.evaluation.objective < target_j * (1 - band.value):
             return None
         best: tuple[float, tuple[str, str, str], str] | None = None
         for r in _external_routing(result.routing).routes:
@@ -724,6 +724,21 @@ class ControlLoop:
 
 
 # ----------------------------------------------------------------------------------------------
+class _Lazy:
+    """A float computed on first use (the fits' uncertainty costs six evaluations; most
+    intervals never need it)."""
+
+    def __init__(self, fn: Callable[[], float]) -> None:
+        self._fn = fn
+        self._value: float | None = None
+
+    @property
+    def value(self) -> float:
+        if self._value is None:
+            self._value = self._fn()
+        return self._value
+
+
 def observed_figures(policy: TrafficPolicy, obs: Observation) -> Observed:
     """Mean end-to-end latency as the gateways see it: the inclusive latency of the stations they
     call (weighted by the gateways' calls) plus the RTT of cross-cluster gateway calls; and the
