@@ -13,8 +13,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from slate.control.report import IntervalReport
 from slate.model.scenario import Scenario
 from slate.model.scenario_file import scenario_from_dict
