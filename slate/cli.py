@@ -16,7 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NoReturn
 
 from slate import logs
 from slate.model.errors import InputError
@@ -107,8 +107,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+USAGE_ERROR_CHARS = 200
+"""A usage error's message is cut to this many characters: argparse echoes the user's words."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house rule for bad input: one line on stderr, exit 2.
+
+    argparse's own `error()` prints the whole usage block first (several lines); the one line here
+    names the problem and points at `--help`. Subparsers inherit the class (`parser_class`).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        if len(message) > USAGE_ERROR_CHARS:
+            message = message[: USAGE_ERROR_CHARS - 3] + "..."
+        message = message.replace("\n", " ")
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="slate",
         description="Service-layer traffic engineering for multi-cluster Envoy/Istio meshes.",
         epilog="exit codes: 0 ok, 1 solver failure, 2 bad input, 3 demand over capacity",

@@ -267,3 +267,24 @@ def test_predicted_is_consistent_with_simulate(capsys: pytest.CaptureFixture[str
     opt = next(p for p in json.loads(out)["policies"] if p["policy"] == "optimal")
     assert math.isclose(pred["mean_latency_ms"], opt["mean_latency_ms"], rel_tol=1e-6)
     assert math.isclose(pred["egress_usd_per_hour"], opt["egress_usd_per_hour"], rel_tol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        ((), "COMMAND"),
+        (("solve",), "scenario"),
+        (("solve", str(BOUTIQUE), "--policy", "x" * 500), "--policy"),
+        (("run",), "--policy"),
+        (("xds", "serve", "--nope"), "--routes"),
+    ],
+)
+def test_usage_errors_are_one_bounded_line_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], names: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    assert exc.value.code == EXIT_INPUT and out == ""
+    assert err.count("\n") == 1 and names in err and "--help" in err
+    assert len(err) < 300

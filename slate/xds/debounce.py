@@ -21,13 +21,28 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from slate.logs import kv
 from slate.model.routing import Routing
-from slate.xds.cache import UpdateResult, WritableCache
+from slate.xds.cache import UpdateResult
 from slate.xds.endpoints import Endpoints, EndpointSet
 
 log = logging.getLogger("slate.xds.debounce")
+
+
+class UpdatableCache(Protocol):
+    """What the debouncer needs of a cache: its endpoints now, and one merged update.
+
+    `XdsCache` (leader) and `FollowerCache` (routing from status, endpoints only) both are.
+    """
+
+    @property
+    def endpoints(self) -> EndpointSet: ...
+
+    def update(
+        self, routing: Routing | None = None, endpoints: EndpointSet | None = None
+    ) -> UpdateResult: ...
 
 
 @dataclass
@@ -42,7 +57,7 @@ class DebounceStats:
 
 class Debouncer:
     def __init__(
-        self, cache: WritableCache, *, quiet_s: float = 0.1, max_delay_s: float = 1.0
+        self, cache: UpdatableCache, *, quiet_s: float = 0.1, max_delay_s: float = 1.0
     ) -> None:
         if not 0 <= quiet_s <= max_delay_s:
             raise ValueError(f"need 0 <= quiet_s <= max_delay_s, got {quiet_s}, {max_delay_s}")

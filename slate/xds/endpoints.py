@@ -18,22 +18,26 @@ ENDPOINTS.yaml:
     rtt_ms:                      # optional, as in scenarios: upper triangle is enough
       us-west: {us-east: 62}
 
-Hosts must be IP literals (`[::1]:80` for IPv6): Envoy does not resolve names in EDS.
+Hosts must be IP literals (`[::1]:80` for IPv6): Envoy does not resolve names in EDS. Numbers and
+quoted values in errors follow the scenario parser (slate.model.errors), so a bad field reads the
+same in every file slate takes.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from slate.model.errors import InputError
+from slate.model.errors import Bounds, InputError, bounded_number, quote
 from slate.model.files import load_document
 from slate.xds.filewatch import file_signature, load_safely, watch_file
+
+RTT_MS_BOUNDS = Bounds(hi=1e5)
+"""RTTs as in scenario files (docs/scenario-format.md, Limits): 0, or 1e-6 ms up to 100 s."""
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -92,20 +96,20 @@ class EndpointSet:
 def parse_endpoint(text: Any, path: str) -> Endpoint:
     """`"10.0.0.1:8080"` or `"[fd00::1]:8080"` -> Endpoint; InputError naming `path` otherwise."""
     if not isinstance(text, str):
-        raise InputError(path, f"must be a 'host:port' string, got {text!r}")
+        raise InputError(path, f"must be a 'host:port' string (got {quote(text)})")
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
-        raise InputError(path, f"must be 'host:port', got {text!r}")
+        raise InputError(path, f"must be 'host:port' (got {quote(text)})")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise InputError(
-            path, f"host must be an IP address (EDS does not resolve names), got {host!r}"
+            path, f"host must be an IP address (EDS does not resolve names; got {quote(host)})"
         ) from None
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise InputError(path, f"port must be an integer 1-65535, got {port_text!r}")
+        raise InputError(path, f"port must be an integer 1-65535 (got {quote(port_text)})")
     return Endpoint(str(ip), int(port_text))
 
 
@@ -155,9 +159,9 @@ def _parse_matches(raw: Any, path: str) -> dict[str, RequestMatch]:
             raise InputError(epath, "must be a mapping with path_prefix and/or method")
         prefix, method = spec.get("path_prefix"), spec.get("method")
         if prefix is not None and (not isinstance(prefix, str) or not prefix.startswith("/")):
-            raise InputError(f"{epath}.path_prefix", f"must start with '/', got {prefix!r}")
+            raise InputError(f"{epath}.path_prefix", f"must start with '/' (got {quote(prefix)})")
         if method is not None and (not isinstance(method, str) or not method.isalpha()):
-            raise InputError(f"{epath}.method", f"must be an HTTP method, got {method!r}")
+            raise InputError(f"{epath}.method", f"must be an HTTP method (got {quote(method)})")
         if prefix is None and method is None:
             raise InputError(epath, "needs a path_prefix or a method")
         out[ep] = RequestMatch(prefix, method.upper() if method else None)
@@ -174,11 +178,7 @@ def _parse_rtt(raw: Any) -> dict[tuple[str, str], float]:
         if not isinstance(row, dict):
             raise InputError(f"rtt_ms.{a}", "must be a mapping {cluster: ms}")
         for b, ms in row.items():
-            if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms):
-                raise InputError(f"rtt_ms.{a}.{b}", f"must be a finite number, got {ms!r}")
-            if ms < 0:
-                raise InputError(f"rtt_ms.{a}.{b}", f"must be >= 0, got {ms}")
-            out[(str(a), str(b))] = float(ms)
+            out[(str(a), str(b))] = bounded_number(ms, f"rtt_ms.{a}.{b}", RTT_MS_BOUNDS)
     return out
 
 

@@ -230,7 +230,9 @@ class Authorizer:
                 continue
             services = self.table.allowed(sid)
             if services is None:
-                seen.append("untrusted_domain" if self.table.trust_domain else "unknown_identity")
+                td = self.table.trust_domain
+                foreign = td is not None and sid.trust_domain != td
+                seen.append("untrusted_domain" if foreign else "unknown_identity")
                 continue
             if view.service in services:
                 return None, ""

@@ -10,6 +10,7 @@ from envoy_harness import (
     ENVOY,
     Envoy,
     EnvoyFactory,
+    TlsClient,
     Transport,
     Upstreams,
     XdsFixture,
@@ -53,9 +54,13 @@ def envoys(tmp_path: Path) -> Iterator[EnvoyFactory]:
         service: str = "frontend",
         clusters: tuple[str, ...] = ("cart",),
         cds: bool = False,
+        tls: TlsClient | None = None,
+        initial_fetch_timeout_s: float | None = None,
     ) -> Envoy:
         config = bootstrap(
             cds=cds,
+            tls=tls,
+            initial_fetch_timeout_s=initial_fetch_timeout_s,
             node_id=name,
             service=service,
             region=region,

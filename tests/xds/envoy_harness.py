@@ -123,6 +123,44 @@ class Transport:
         return f"{self.api}-{self.mode}"
 
 
+_UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+@dataclass(frozen=True)
+class TlsClient:
+    """How Envoy reaches slate over TLS: the CA it trusts for slate's certificate, and (mTLS) its
+    own certificate and key, e.g. one with an Istio-style SPIFFE URI SAN."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    server_san_ip: str = "127.0.0.1"
+
+
+def _tls_socket(tls: TlsClient) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        # gRPC servers may insist on ALPN h2 over TLS.
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": {"filename": str(tls.ca)},
+            "match_typed_subject_alt_names": [
+                {"san_type": "IP_ADDRESS", "matcher": {"exact": tls.server_san_ip}}
+            ],
+        },
+    }
+    if tls.cert is not None and tls.key is not None:
+        common["tls_certificates"] = [
+            {
+                "certificate_chain": {"filename": str(tls.cert)},
+                "private_key": {"filename": str(tls.key)},
+            }
+        ]
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": _UPSTREAM_TLS, "common_tls_context": common},
+    }
+
+
 def bootstrap(
     *,
     node_id: str,
@@ -132,9 +170,13 @@ def bootstrap(
     clusters: list[str],
     transport: Transport,
     cds: bool = False,
+    tls: TlsClient | None = None,
+    initial_fetch_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """With `cds`, the bootstrap holds only slate's address: clusters come over ADS (CDS), and
-    their endpoints too (EDS); the static listener routes to them by name."""
+    their endpoints too (EDS); the static listener routes to them by name. With `tls`, Envoy
+    reaches slate over TLS (mTLS when it has a certificate). `initial_fetch_timeout_s` bounds how
+    long Envoy waits for its first EDS answer before it is ready (Envoy's default: 15 s)."""
     api_type = "DELTA_GRPC" if transport.mode == "delta" else "GRPC"
     grpc_service = {
         "envoy_grpc": {
@@ -153,6 +195,8 @@ def bootstrap(
         eds_config: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
     else:
         eds_config = {"api_config_source": api_source, "resource_api_version": "V3"}
+    if initial_fetch_timeout_s is not None:
+        eds_config["initial_fetch_timeout"] = f"{initial_fetch_timeout_s}s"
     eds_clusters = [
         {
             "name": c,
@@ -165,7 +209,7 @@ def bootstrap(
         for c in clusters
         if not cds
     ]
-    xds_cluster = {
+    xds_cluster: dict[str, Any] = {
         "name": "slate_xds",
         "type": "STATIC",
         "connect_timeout": "1s",
@@ -195,6 +239,8 @@ def bootstrap(
             }
         },
     }
+    if tls is not None:
+        xds_cluster["transport_socket"] = _tls_socket(tls)
     routes = [{"match": {"prefix": f"/{c}/"}, "route": {"cluster": c}} for c in clusters]
     listener = {
         "name": "egress",
@@ -415,8 +461,9 @@ class ServerThread:
         result: T = self.run(go())
         return result
 
-    def start(self, port: int = 0) -> int:
-        self.server = XdsServer(self.cache)
+    def start(self, port: int = 0, **server_args: Any) -> int:
+        """Serve on 127.0.0.1:`port`; `server_args` go to XdsServer (credentials, authorizer)."""
+        self.server = XdsServer(self.cache, **server_args)
         self.port = self.run(self.server.start(f"127.0.0.1:{port}"))
         return self.port
 

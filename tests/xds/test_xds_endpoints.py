@@ -62,6 +62,9 @@ def test_parse_valid_file(tmp_path: Path) -> None:
         ({"services": {"a.b": {"clusters": {}}}}, "services.a.b"),
         ({"services": {}, "rtt_ms": {"a": {"b": -1}}}, "rtt_ms.a.b"),
         ({"services": {}, "rtt_ms": {"a": 3}}, "rtt_ms.a"),
+        ({"services": {}, "rtt_ms": {"a": {"b": 1e9}}}, "rtt_ms.a.b"),
+        ({"services": {}, "rtt_ms": {"a": {"b": 1e-300}}}, "rtt_ms.a.b"),
+        ({"services": {}, "rtt_ms": {"a": {"b": True}}}, "rtt_ms.a.b"),
     ],
 )
 def test_errors_name_the_field(data: object, path: str) -> None:
