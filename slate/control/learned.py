@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from slate.learn.callgraph import CallEstimate, drop_cycles, fit_calls
-from slate.learn.curves import FittedStation, fit_service_times, fit_station
+from slate.learn.curves import (
+    FittedStation,
+    fit_class_service_times,
+    fit_service_times,
+    fit_station,
+)
 from slate.model.app import App, Call, Endpoint, Service, split_endpoint_id
 from slate.model.demand import IngressDemand
 from slate.model.policy import TrafficPolicy
@@ -102,29 +107,6 @@ def learn(
     for svc in deployed:
         deployed[svc].sort(key=clusters.index)
 
-    # Service times per endpoint, pooled over the service's clusters.
-    service_ms: dict[str, float] = dict(previous_service_ms or {})
-    for svc, eids in eps_of.items():
-        rows: list[np.ndarray] = []
-        lat: list[np.ndarray] = []
-        for c in deployed[svc]:
-            st = obs.stations.get((svc, c))
-            if st is None:
-                continue
-            n = len(obs.times)
-            x = np.column_stack([_arr(st.rps_series.get(e, (0.0,) * n)) for e in eids])
-            rows.append(np.nan_to_num(x, nan=0.0))
-            lat.append(_arr(st.own_latency_series))
-        if rows:
-            got = fit_service_times(np.vstack(rows), np.concatenate(lat), eids)
-            service_ms.update({e: v for e, v in got.items() if v > 0 and math.isfinite(v)})
-    known = [v for v in service_ms.values() if v > 0]
-    fallback_ms = statistics.median(known) if known else DEFAULT_SERVICE_MS
-    for eids in eps_of.values():
-        mine = [service_ms[e] for e in eids if e in service_ms]
-        for e in eids:
-            service_ms.setdefault(e, statistics.median(mine) if mine else fallback_ms)
-
     # Call graph, per calling service, rows stacked over its clusters.
     estimates: list[CallEstimate] = []
     for svc, eids in eps_of.items():
@@ -153,6 +135,40 @@ def learn(
         busy = x.sum(axis=1) > 0
         estimates += fit_calls(x[busy], y[busy], eids, dsts)
     calls = drop_cycles(estimates)
+
+    # Service times per endpoint, pooled over the service's clusters.
+    service_ms: dict[str, float] = dict(previous_service_ms or {})
+    for svc, eids in eps_of.items():
+        rows: list[np.ndarray] = []
+        lat: list[np.ndarray] = []
+        for c in deployed[svc]:
+            st = obs.stations.get((svc, c))
+            if st is None:
+                continue
+            n = len(obs.times)
+            x = np.column_stack([_arr(st.rps_series.get(e, (0.0,) * n)) for e in eids])
+            rows.append(np.nan_to_num(x, nan=0.0))
+            lat.append(_arr(st.own_latency_series))
+        if rows:
+            got = fit_service_times(np.vstack(rows), np.concatenate(lat), eids)
+            if len(eids) > 1:
+                # Classes measured on their own (Istio's durations carry the class label):
+                # separates classes whose rates move together, which the mix cannot.
+                per_class = [
+                    _class_own_series(obs, svc, c, eids)
+                    for c in deployed[svc]
+                    if (svc, c) in obs.stations
+                ]
+                direct = [o for o in per_class if o is not None]
+                if direct and len(direct) == len(rows):
+                    got.update(fit_class_service_times(np.vstack(rows), np.vstack(direct), eids))
+            service_ms.update({e: v for e, v in got.items() if v > 0 and math.isfinite(v)})
+    known = [v for v in service_ms.values() if v > 0]
+    fallback_ms = statistics.median(known) if known else DEFAULT_SERVICE_MS
+    for eids in eps_of.values():
+        mine = [service_ms[e] for e in eids if e in service_ms]
+        for e in eids:
+            service_ms.setdefault(e, statistics.median(mine) if mine else fallback_ms)
 
     # Station curves.
     curves: dict[tuple[str, str], FittedStation] = {}
@@ -204,6 +220,24 @@ def learn(
     return Learned(
         scenario, LearnedModel(curves), calls, service_ms, work_now, measured, unmeasured
     )
+
+
+def _class_own_series(
+    obs: Observation, svc: str, cluster: str, eids: Sequence[str]
+) -> np.ndarray | None:
+    """Own latency per endpoint class of one station over the lookback (n x classes, nan where
+    unknown), where it is measured directly: a station that makes no calls inside the mesh spends
+    its whole destination-reported duration itself, per class. None for a station that makes
+    calls (which class made which call is not in the telemetry: its outbound time cannot be split
+    between classes without guessing) or when the class durations are not in the telemetry."""
+    st = obs.stations.get((svc, cluster))
+    if st is None or not st.latency_series_by_endpoint:
+        return None
+    if any(np.nansum(_arr(v)) > 0 for v in st.outbound_series.values()):
+        return None
+    n = len(obs.times)
+    nan = (math.nan,) * n
+    return np.column_stack([_arr(st.latency_series_by_endpoint.get(e, nan)) for e in eids])
 
 
 def _fit_stations(

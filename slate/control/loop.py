@@ -26,12 +26,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from slate.control.learned import Learned, external, internal, learn
+from slate.control.learned import Learned, LearnedModel, external, internal, learn
 from slate.control.publishers import Publisher
 from slate.control.report import Condition, IntervalReport, Observed, Timings
-from slate.control.safety import max_shift, project, settle
+from slate.control.safety import DEADBAND, max_shift, project, settle
 from slate.control.state import LoopState
 from slate.evaluate import evaluate
+from slate.learn.curves import FittedStation
 from slate.logs import kv
 from slate.model.keys import RouteKey
 from slate.model.policy import TrafficPolicy
@@ -57,6 +58,17 @@ maxShiftPerInterval of its service's total work (the rollout moves at most maxSh
 each route per interval, so the plan is never more than a couple of intervals ahead of the data)."""
 IMPROVEMENT_DEADBAND = 0.004
 """The weights in force stay when the learned model puts them this close to the target."""
+MIN_BAND = 0.01
+MAX_BAND = 0.03
+"""Bounds of the learned objective's uncertainty (ControlLoop._band): a predicted gain below it
+does not turn a weight around."""
+PROBE_SHARE = 0.05
+"""Share of one route key's calls sent over a cluster pair of unmeasured RTT to measure it."""
+PROBE_RETRY = 10
+"""Intervals before a pair probed once may be probed again (if it is still unmeasured)."""
+SHRINK = 0.5
+GROW = 2.0
+"""Per-key step-size adaptation (Rprop's eta-minus / eta-plus): see ControlLoop._roll_out."""
 STEP_LENGTHS = (1.0, 0.5, 0.25)
 """Fractions of the projected move tried each interval; the learned model picks the best."""
 
@@ -99,6 +111,7 @@ class ControlLoop:
         self.last_report: IntervalReport | None = None
         self.last_learned: Learned | None = None
         self._lock = threading.Lock()
+        self._pending_limits: dict[tuple[str, str, str], float] = {}
 
     def update_policy(self, policy: TrafficPolicy) -> None:
         with self._lock:
@@ -124,6 +137,7 @@ class ControlLoop:
         new_weights = st.weights
         problems: tuple[str, ...] = ()
         learned: Learned | None = None
+        probed: tuple[str, str] | None = None
         try:
             try:
                 obs = self.source.observe(policy, now)
@@ -171,6 +185,7 @@ class ControlLoop:
             finally:
                 l_s = time.perf_counter() - t1
             self.last_learned = learned
+            prev_curves = st.curves
             st.curves = {k: v for k, v in learned.latency.curves.items() if v.samples > 0}
             st.service_ms = dict(learned.service_ms)
 
@@ -187,6 +202,10 @@ class ControlLoop:
                     s_s = time.perf_counter() - t2
                 t2 = time.perf_counter()  # the rollout's own solves count as solving too
                 target = _external_routing(result.routing)
+                routings = [st.weights, target, st.target or Routing(())]
+                band = _Lazy(lambda: self._band(learned, prev_curves, routings))
+                target = self._sticky_target(learned, target, band)
+                st.target = target
                 exploring = _exploring(learned, result)
                 solved = (
                     Condition("True", "OverCapacity", _shortfall_text(result))
@@ -197,9 +216,13 @@ class ControlLoop:
                         f"solved in {result.stats.seconds:.3f}s" if result.stats else "solved",
                     )
                 )
-                new_weights = self._roll_out(
-                    learned, target, result.evaluation.objective, st.weights, policy
-                )
+                target_j = self._objective(learned, target)
+                new_weights = self._roll_out(learned, target, target_j, st.weights, policy, band)
+                if st.cooldown == 0 and learned.unmeasured_rtt:
+                    probe = self._probe_unmeasured(learned, target_j, new_weights, band)
+                    if probe is not None:
+                        new_weights, probed = probe
+                        exploring = True
                 s_s += time.perf_counter() - t2
         except _Held as h:
             held = h
@@ -274,6 +297,8 @@ class ControlLoop:
             and (held is None or was_rolled_back)
             and publish_error is None
         )
+        if moved and probed is not None:
+            st.probed[probed] = st.interval
         if moved:
             # An exploring move is an experiment: remember what it replaced, so the next
             # interval can roll it back when the measured latency says it was a mistake.
@@ -281,6 +306,11 @@ class ControlLoop:
                 st.before_exploring = st.weights
             elif not exploring:
                 st.before_exploring = None
+            _remember_directions(st.directions, st.weights, new_weights)
+            for k, lim in self._pending_limits.items():
+                a, b = st.weights.get(*k), new_weights.get(*k)
+                if a is None or b is None or max_shift(a.normalized(), b.normalized()) > 1e-6:
+                    st.step_limits[k] = lim
             st.weights = new_weights
         if was_rolled_back:
             st.cooldown = COOLDOWN
@@ -375,6 +405,7 @@ class ControlLoop:
         target_objective: float,
         current: Routing,
         policy: TrafficPolicy,
+        band: _Lazy | None = None,
     ) -> Routing:
         """The next weights: each key projected towards the target (safety.project), then the best
         of a few step lengths along that move by the learned model. No move when the learned
@@ -385,6 +416,8 @@ class ControlLoop:
         routes: dict[tuple[str, str, str], Route] = {r.key: r for r in current.routes}
         start: dict[tuple[str, str, str], dict[str, float]] = {}
         step: dict[tuple[str, str, str], dict[str, float]] = {}
+        limits: dict[tuple[str, str, str], float] = {}
+        self._pending_limits = limits
         for r in target.routes:
             cur = current.get(*r.key)
             svc = r.to.split(".", 1)[0]
@@ -398,7 +431,22 @@ class ControlLoop:
             start[r.key] = cur_w
             tgt = {c: w for c, w in r.normalized().items() if c in where}
             local = r.from_cluster if r.from_cluster in where else None
-            step[r.key] = project(tgt, cur_w, delta, local, policy.min_local_share)
+            # Step-size adaptation per key (Rprop): a move that turns a weight back against its
+            # last move is made at SHRINK times the key's step limit, one that does not at
+            # GROW times (up to maxShiftPerInterval); below safety's DEADBAND it is not made.
+            full = project(tgt, cur_w, delta, local, policy.min_local_share)
+            limit = self.state.step_limits.get(r.key, delta)
+            if self._key_reverses(r.key, cur_w, full):
+                limit *= SHRINK
+            else:
+                limit = min(delta, max(limit * GROW, 2 * DEADBAND))
+            limits[r.key] = limit
+            if limit < DEADBAND:
+                step[r.key] = cur_w
+            elif limit >= delta:
+                step[r.key] = full
+            else:
+                step[r.key] = project(tgt, cur_w, limit, local, policy.min_local_share)
         base = Routing(
             tuple(Route(*k, w) for k, w in start.items())
             + tuple(r for k, r in routes.items() if k not in start)
@@ -446,21 +494,169 @@ class ControlLoop:
         if best is base and math.isfinite(now):
             # No step along the projected move helps (the move is a compromise of moves that pay
             # only together): ask the optimizer for the best weights within one step.
-            boxed = self._solve_step(learned, start, delta, policy.min_local_share)
+            boxed = self._solve_step(learned, start, limits, policy.min_local_share)
             if boxed is not None:
                 obj = self._objective(learned, boxed)
-                if obj < now * (1 - IMPROVEMENT_DEADBAND):
+                turns = band is not None and self._reverses(boxed, current)
+                need = band.value if band is not None and turns else IMPROVEMENT_DEADBAND
+                if obj < now * (1 - max(need, IMPROVEMENT_DEADBAND)):
                     keep = tuple(r for k, r in routes.items() if k not in start)
                     best = Routing(tuple(boxed.routes) + keep)
         return Routing(tuple(sorted(best.routes, key=lambda r: r.key)))
+
+    def _band(
+        self,
+        learned: Learned,
+        prev_curves: Mapping[tuple[str, str], FittedStation],
+        routings: Sequence[Routing],
+    ) -> float:
+        """The uncertainty of the learned objective: the most the objective of any of `routings`
+        moved between the previous interval's fits and this one's (same demand, call graph),
+        relative, and at least MIN_BAND, at most MAX_BAND. A predicted gain below it is not
+        evidence enough to turn a weight around."""
+        now = learned.latency.curves
+        prev = LearnedModel({k: prev_curves.get(k, v) for k, v in now.items()})
+        u = MIN_BAND
+        for r in routings:
+            if not r.routes:
+                continue
+            j_now = self._objective(learned, r)
+            j_prev = self._objective(learned, r, prev)
+            if math.isfinite(j_now) and math.isfinite(j_prev) and j_now > 0:
+                u = max(u, abs(j_now - j_prev) / j_now)
+        return min(u, MAX_BAND)
+
+    def _sticky_target(self, learned: Learned, new: Routing, band: _Lazy) -> Routing:
+        """Hysteresis on the target: a new target that would turn some weight back against its
+        last move replaces the previous target only when, by this interval's fits, it is better
+        by more than `band` (the fits' own uncertainty). Near the optimum the LP's answer jumps
+        between near-equal routings as the fits breathe; following each jump would make the
+        weights oscillate. A previous target the fits call overloaded is always replaced."""
+        old = self.state.target
+        if old is None or {r.key for r in old.routes} != {r.key for r in new.routes}:
+            return new
+        if not self._reverses(new, self.state.weights):
+            return new
+        j_old = self._objective(learned, old)
+        j_new = self._objective(learned, new)
+        if math.isfinite(j_old) and j_old <= j_new * (1 + band.value):
+            return old
+        return new
+
+    def _probe_unmeasured(
+        self, learned: Learned, target_j: float, weights: Routing, band: _Lazy
+    ) -> tuple[Routing, tuple[str, str]] | None:
+        """Bounded exploration of a cluster pair whose RTT nobody measured (closed-loop.md):
+        the LP prices such a pair at UNMEASURED_RTT_MS, so no traffic goes over it on a guess.
+        When the learned model, with the pair's RTT at its triangle bound through clusters whose
+        RTT is known (the latency of relaying through them), beats this interval's target by
+        more than `band`, one route key sends PROBE_SHARE of its calls over the pair: enough to
+        measure the RTT by the next interval. The probe is an exploring move, rolled back when
+        the measured mean latency rises (ROLLBACK_TOLERANCE); a pair is probed at most once per
+        PROBE_RETRY intervals. Returns the weights with the probe and the pair, or None."""
+        st = self.state
+        topo = learned.scenario.topology
+        unknown = {frozenset(p) for p in learned.unmeasured_rtt}
+        cl = topo.clusters
+        bounds: dict[frozenset[str], float] = {}
+        for a, b in learned.unmeasured_rtt:
+            last = st.probed.get((min(a, b), max(a, b)))
+            if last is not None and st.interval - last < PROBE_RETRY:
+                continue
+            via = [
+                topo.rtt(a, c) + topo.rtt(c, b)
+                for c in cl
+                if c not in (a, b)
+                and frozenset((a, c)) not in unknown
+                and frozenset((c, b)) not in unknown
+            ]
+            if via:
+                bounds[frozenset((a, b))] = min(via)
+        if not bounds or not math.isfinite(target_j):
+            return None
+        rtt = [
+            tuple(bounds.get(frozenset((x, y)), topo.rtt(x, y)) if x != y else 0.0 for y in cl)
+            for x in cl
+        ]
+        hopeful = replace(
+            learned,
+            scenario=replace(learned.scenario, topology=replace(topo, rtt_ms=tuple(rtt))),
+        )
+        try:
+            result = self._solve(hopeful, cautious=False)
+        except SolveError:
+            return None
+        if not result.evaluation.objective < target_j * (1 - band.value):
+            return None
+        best: tuple[float, tuple[str, str, str], str] | None = None
+        for r in _external_routing(result.routing).routes:
+            cur = weights.get(*r.key)
+            if cur is None:
+                continue
+            for tc, w in r.normalized().items():
+                if frozenset((r.from_cluster, tc)) in bounds and (best is None or w > best[0]):
+                    best = (w, r.key, tc)
+        if best is None or best[0] <= 1e-3:
+            return None
+        _w, key, tc = best
+        in_force = st.weights.get(*key) or weights.get(*key)
+        assert in_force is not None
+        share = min(PROBE_SHARE, self.policy.max_shift_per_interval, best[0])
+        cur_w = in_force.normalized()
+        probe = {c: (1 - share) * v for c, v in cur_w.items()}
+        probe[tc] = probe.get(tc, 0.0) + share
+        routes = [r for r in weights.routes if r.key != key] + [Route(*key, _rounded(probe))]
+        probed = (min(key[1], tc), max(key[1], tc))
+        log.info(
+            "%s",
+            kv(
+                "probe_unmeasured_rtt",
+                pair=f"{probed[0]}<->{probed[1]}",
+                key="/".join(key),
+                share=round(share, 4),
+                predicted_gain=round(1 - result.evaluation.objective / target_j, 4),
+            ),
+        )
+        return Routing(tuple(sorted(routes, key=lambda r: r.key))), probed
+
+    def _key_reverses(
+        self, key: tuple[str, str, str], current: Mapping[str, float], new: Mapping[str, float]
+    ) -> bool:
+        last = self.state.directions
+        for c in set(current) | set(new):
+            d = new.get(c, 0.0) - current.get(c, 0.0)
+            if abs(d) > 1e-6 and last.get((*key, c), 0) == (-1 if d > 0 else 1):
+                return True
+        return False
+
+    def _reverses(self, routing: Routing, current: Routing, tol: float = DEADBAND) -> bool:
+        """Would moving from `current` towards `routing` turn some weight back against the
+        direction it last moved in (by more than `tol`)?"""
+        last = self.state.directions
+        if not last:
+            return False
+        for r in routing.routes:
+            cur = current.get(*r.key)
+            if cur is None:
+                continue
+            a, b = cur.normalized(), r.normalized()
+            for c in set(a) | set(b):
+                d = b.get(c, 0.0) - a.get(c, 0.0)
+                if abs(d) > tol and last.get((*r.key, c), 0) == (-1 if d > 0 else 1):
+                    return True
+        return False
 
     def _solve_step(
         self,
         learned: Learned,
         start: Mapping[tuple[str, str, str], Mapping[str, float]],
-        delta: float,
+        limits: Mapping[tuple[str, str, str], float],
         min_local: float,
     ) -> Routing | None:
+        """The learned optimum with each weight boxed to its key's step limit around the weights
+        in force, and only in the direction it last moved (turning a weight around goes through
+        the target and its step-size adaptation, never through this fallback)."""
+        last = self.state.directions
         app = learned.scenario.app
         box: list[WeightBound] = []
         for (fs, fc, to), cur in start.items():
@@ -469,9 +665,14 @@ class ControlLoop:
                 where = app.service_of(internal(to)).clusters
             except KeyError:
                 continue
+            delta = limits.get((fs, fc, to), 0.0)
+            if delta < DEADBAND:
+                delta = 0.0
             for c in where:
-                lo = max(0.0, cur.get(c, 0.0) - delta)
-                hi = min(1.0, cur.get(c, 0.0) + delta)
+                now = cur.get(c, 0.0)
+                way = last.get((fs, fc, to, c), 0)
+                lo = max(0.0, now - delta) if way <= 0 else now
+                hi = min(1.0, now + delta) if way >= 0 else now
                 if c == fc and min_local > 0:
                     lo = min(max(lo, min_local), hi)
                 box.append(WeightBound(key, c, lo, hi))
@@ -486,9 +687,11 @@ class ControlLoop:
                 out.append(Route(*r.key, _rounded(r.normalized())))
         return Routing(tuple(out))
 
-    def _objective(self, learned: Learned, routing: Routing) -> float:
+    def _objective(
+        self, learned: Learned, routing: Routing, latency: LearnedModel | None = None
+    ) -> float:
         try:
-            ev = evaluate(learned.scenario, _internal_routing(routing), learned.latency)
+            ev = evaluate(learned.scenario, _internal_routing(routing), latency or learned.latency)
         except Exception:
             return math.inf
         return ev.objective if ev.feasible else math.inf
@@ -522,6 +725,21 @@ class ControlLoop:
 
 
 # ----------------------------------------------------------------------------------------------
+class _Lazy:
+    """A float computed on first use (the fits' uncertainty costs six evaluations; most
+    intervals never need it)."""
+
+    def __init__(self, fn: Callable[[], float]) -> None:
+        self._fn = fn
+        self._value: float | None = None
+
+    @property
+    def value(self) -> float:
+        if self._value is None:
+            self._value = self._fn()
+        return self._value
+
+
 def observed_figures(policy: TrafficPolicy, obs: Observation) -> Observed:
     """Mean end-to-end latency as the gateways see it: the inclusive latency of the stations they
     call (weighted by the gateways' calls) plus the RTT of cross-cluster gateway calls; and the
@@ -589,6 +807,21 @@ def _fit_r2(learned: Learned | None) -> dict[tuple[str, str], float]:
         return {}
     curves = learned.latency.curves
     return {k: curves[k].r2 for k in sorted(learned.measured) if math.isfinite(curves[k].r2)}
+
+
+def _remember_directions(
+    directions: dict[tuple[str, str, str, str], int], before: Routing, after: Routing
+) -> None:
+    """Record the sign of every weight that moved (by more than 1e-6) from `before` to `after`."""
+    for r in after.routes:
+        old = before.get(*r.key)
+        if old is None:
+            continue
+        a, b = old.normalized(), r.normalized()
+        for c in set(a) | set(b):
+            d = b.get(c, 0.0) - a.get(c, 0.0)
+            if abs(d) > 1e-6:
+                directions[(*r.key, c)] = 1 if d > 0 else -1
 
 
 def _rounded(w: Mapping[str, float]) -> dict[str, float]:

@@ -27,6 +27,14 @@ class LoopState:
     before_exploring: Routing | None = None
     """The weights before the last exploring move (what a rollback returns to)."""
     cooldown: int = 0  # intervals left without exploration after a rollback
+    target: Routing | None = None
+    """The target being moved towards (kept while a new one is not clearly better)."""
+    directions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    """Per weight (from service, from cluster, to, cluster): the sign of its last move."""
+    probed: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Cluster pairs of unmeasured RTT probed, and the interval of the last probe."""
+    step_limits: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    """Per route key: the most its weights may move next (<= maxShiftPerInterval)."""
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -43,6 +51,10 @@ class LoopState:
             if self.before_exploring is None
             else self.before_exploring.to_json()["routes"],
             "cooldown": self.cooldown,
+            "target": None if self.target is None else self.target.to_json()["routes"],
+            "directions": [[*k, v] for k, v in sorted(self.directions.items())],
+            "step_limits": [[*k, v] for k, v in sorted(self.step_limits.items())],
+            "probed": [[*k, v] for k, v in sorted(self.probed.items())],
         }
         return json.dumps(data, indent=1)
 
@@ -56,6 +68,7 @@ class LoopState:
             for d in data.get("curves", [])
         }
         before = data.get("before_exploring")
+        target = data.get("target")
         return LoopState(
             weights=routing_from_json({"routes": data.get("weights", [])}),
             curves=curves,
@@ -64,6 +77,15 @@ class LoopState:
             last_observed_ms=data.get("last_observed_ms"),
             before_exploring=None if before is None else routing_from_json({"routes": before}),
             cooldown=int(data.get("cooldown", 0)),
+            target=None if target is None else routing_from_json({"routes": target}),
+            directions={
+                (str(d[0]), str(d[1]), str(d[2]), str(d[3])): 1 if int(d[4]) > 0 else -1
+                for d in data.get("directions", [])
+            },
+            probed={(str(d[0]), str(d[1])): int(d[2]) for d in data.get("probed", [])},
+            step_limits={
+                (str(d[0]), str(d[1]), str(d[2])): float(d[3]) for d in data.get("step_limits", [])
+            },
         )
 
     def save(self, path: str | Path) -> None:

@@ -75,10 +75,6 @@ UNIT_SCALE = 1000.0
 well-sized curve has, used to break ties between shapes the data cannot tell apart."""
 PRIOR_WEIGHT = 1.0
 TIE_WEIGHT = 0.001
-FINE_SPAN = 0.12
-FINE_STEPS = 25
-STAGES = (0,)
-"""The second stage: capacities within +-12% of the coarse best, in 1% steps."""
 UNTRUSTED_CAPACITY_FACTOR = 10.0
 """A station that never queued measurably: capacity assumed this many times its largest work."""
 
@@ -94,6 +90,27 @@ def queue_shape(c: int, rho: FArray) -> FArray:
         erl = b / (1.0 - rho * (1.0 - b))
         out = np.where(rho < 1.0, rho * erl / (1.0 - rho), np.inf)
     return np.asarray(out, dtype=float)
+
+
+def _queue_shapes(rho: FArray) -> FArray:
+    """`queue_shape(c, rho)` for every c of SERVERS at once: shape (len(SERVERS), *rho.shape[1:])
+    for rho of shape (1, ...). The Erlang-B recursion runs once up to the largest c, on the
+    shapes still short of their own c only (SERVERS ascends); the same arithmetic as
+    `queue_shape`, so the same figures."""
+    r = np.clip(rho, 0.0, None)
+    cs = np.array(SERVERS, dtype=float).reshape((-1,) + (1,) * (rho.ndim - 1))
+    a = cs * r  # offered load of each shape
+    b = np.ones_like(a)
+    first = 0  # shapes [first:] still need more steps
+    for k in range(1, SERVERS[-1] + 1):
+        ab = a[first:] * b[first:]
+        b[first:] = ab / (k + ab)
+        while first < len(SERVERS) and SERVERS[first] == k:
+            first += 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        erl = b / (1.0 - r * (1.0 - b))
+        res = np.where(r < 1.0, r * erl / (1.0 - r), np.inf)
+    return np.asarray(res, dtype=float)
 
 
 @dataclass(frozen=True)
@@ -189,54 +206,57 @@ def fit_station(
     wt = wt / wt.mean()
     qq = float((wt * q * q).sum())
 
-    def scores(caps: FArray, c: int) -> tuple[FArray, FArray, FArray, FArray]:
-        """(score, a, b, sse) per capacity candidate for the queue shape of `c` servers."""
-        rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)  # (C, n)
-        saturated = w_max / caps >= RHO_SATURATED
-        g1 = queue_shape(c, rho) * inv_r
-        g2 = rho**3 * inv_r
-        s11 = (wt * g1 * g1).sum(axis=1)
-        s22 = (wt * g2 * g2).sum(axis=1)
-        s12 = (wt * g1 * g2).sum(axis=1)
-        t1 = (wt * g1 * q).sum(axis=1)
-        t2 = (wt * g2 * q).sum(axis=1)
-        det = s11 * s22 - s12 * s12
-        good = det > 1e-12 * s11 * s22
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a2 = np.where(good, (t1 * s22 - t2 * s12) / det, -1.0)
-            b2 = np.where(good, (t2 * s11 - t1 * s12) / det, -1.0)
-            a1 = np.maximum(t1 / s11, 0.0)
-        both = (a2 >= 0) & (b2 >= 0)
-        a = np.where(both, a2, a1)
-        b = np.where(both, b2, 0.0)
-        sse = qq - 2 * (a * t1 + b * t2) + a * a * s11 + b * b * s22 + 2 * a * b * s12
-        sse = np.maximum(sse, 0.0)
-        with np.errstate(divide="ignore"):
-            prior = np.log(np.maximum(a, 1e-9) / UNIT_SCALE) ** 2
-        # Shapes the data cannot tell apart: the scale nearest to M/M/c's, then the larger
-        # capacity (the trust region bounds how far past the data that optimism is used); past
-        # saturation the data only says "very slow", and ties go to the smaller capacity (a
-        # station seen overloaded is not trusted with more than it choked on).
-        tie = np.where(saturated, caps / w_max, w_max / caps)
-        score = sse + (qq / n) * (PRIOR_WEIGHT * prior + TIE_WEIGHT * tie)
-        return score, a, b, sse
-
+    # Every (queue shape c, capacity) candidate at once: axis 0 the shapes, axis 1 the
+    # capacities, axis 2 the samples (one pass of the Erlang recursion for all shapes).
+    caps = w_max * CAPACITY_FACTORS  # (C,)
+    rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)[None, :, :]  # (1, C, n)
+    saturated = (w_max / caps >= RHO_SATURATED)[None, :]  # (1, C)
+    g1 = _queue_shapes(rho) * inv_r  # (S, C, n)
+    g2 = np.broadcast_to(rho**3 * inv_r, g1.shape)
+    s11 = (wt * g1 * g1).sum(axis=2)
+    s22 = (wt * g2 * g2).sum(axis=2)
+    s12 = (wt * g1 * g2).sum(axis=2)
+    t1 = (wt * g1 * q).sum(axis=2)
+    t2 = (wt * g2 * q).sum(axis=2)
+    det = s11 * s22 - s12 * s12
+    good = det > 1e-12 * s11 * s22
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a2 = np.where(good, (t1 * s22 - t2 * s12) / det, -1.0)
+        b2 = np.where(good, (t2 * s11 - t1 * s12) / det, -1.0)
+        a1 = np.maximum(t1 / s11, 0.0)
+    both = (a2 >= 0) & (b2 >= 0)
+    a_all = np.where(both, a2, a1)
+    b_all = np.where(both, b2, 0.0)
+    sse_all = (
+        qq
+        - 2 * (a_all * t1 + b_all * t2)
+        + a_all * a_all * s11
+        + b_all * b_all * s22
+        + 2 * a_all * b_all * s12
+    )
+    sse_all = np.maximum(sse_all, 0.0)
+    with np.errstate(divide="ignore"):
+        prior = np.log(np.maximum(a_all, 1e-9) / UNIT_SCALE) ** 2
+    # Shapes the data cannot tell apart: the scale nearest to M/M/c's, then the larger capacity
+    # (the trust region bounds how far past the data that optimism is used); past saturation the
+    # data only says "very slow", and ties go to the smaller capacity (a station seen overloaded
+    # is not trusted with more than it choked on).
+    tie = np.where(saturated, caps / w_max, w_max / caps)
+    score = sse_all + (qq / n) * (PRIOR_WEIGHT * prior + TIE_WEIGHT * tie)
     best: tuple[float, float, int, float, float, float] | None = None
-    # (score, capacity, c, a, b, sse): a coarse grid, then a fine one around its best.
-    for stage in STAGES:
-        if stage == 0:
-            grid: list[tuple[int, FArray]] = [(c, w_max * CAPACITY_FACTORS) for c in SERVERS]
-        else:
-            assert best is not None
-            i = SERVERS.index(best[2])
-            fine = best[1] * np.exp(np.linspace(-FINE_SPAN, FINE_SPAN, FINE_STEPS))
-            grid = [(c, fine) for c in SERVERS[max(i - 1, 0) : i + 2]]
-        for c, caps in grid:
-            score_c, a_c, b_c, sse_c = scores(caps, c)
-            j = int(np.argmin(score_c))
-            val = float(score_c[j])
-            if math.isfinite(val) and (best is None or val < best[0]):
-                best = (val, float(caps[j]), c, float(a_c[j]), float(b_c[j]), float(sse_c[j]))
+    # (score, capacity, c, a, b, sse): per shape its best capacity, the first shape wins ties.
+    for i, c in enumerate(SERVERS):
+        j = int(np.argmin(score[i]))
+        val = float(score[i, j])
+        if math.isfinite(val) and (best is None or val < best[0]):
+            best = (
+                val,
+                float(caps[j]),
+                c,
+                float(a_all[i, j]),
+                float(b_all[i, j]),
+                float(sse_all[i, j]),
+            )
     assert best is not None
     _score, cap, c, a, b, sse = best
     rmse = math.sqrt(sse / float(wt.sum()))
@@ -280,4 +300,33 @@ def fit_service_times(
         val = float(coef[gi])
         for j in g:
             out[names[j]] = val if val > 0 else fallback
+    return out
+
+
+def fit_class_service_times(
+    rps: FArray, own_ms: FArray, endpoint_names: Sequence[str], low_quantile: float = 0.3
+) -> dict[str, float]:
+    """Per endpoint class, the base service time (ms) from its *own* latency series (one column
+    per class, nan where unknown): the rate-weighted mean own latency of the class over the
+    lightest `low_quantile` of the samples (by the station's total rate; rows stacked over the
+    service's clusters). Unlike `fit_service_times` this separates classes whose rates move
+    together: each class's duration is measured on its own."""
+    x = np.asarray(rps, dtype=float)
+    own = np.asarray(own_ms, dtype=float)
+    tot = np.nansum(x, axis=1)
+    ok = tot > 0
+    x, own, tot = x[ok], own[ok], tot[ok]
+    if len(tot) == 0:
+        return {}
+    cut = float(np.quantile(tot, low_quantile)) if len(tot) > 3 else float(tot.max())
+    low = tot <= cut
+    out: dict[str, float] = {}
+    for j, name in enumerate(endpoint_names):
+        xs, ys = x[low, j], own[low, j]
+        good = np.isfinite(xs) & np.isfinite(ys) & (xs > 0)
+        if good.sum() < 2:
+            continue
+        val = float((xs[good] * ys[good]).sum() / xs[good].sum())
+        if val > 0 and math.isfinite(val):
+            out[name] = val
     return out

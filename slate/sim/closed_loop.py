@@ -152,10 +152,15 @@ class ClosedLoopResult:
 
 
 def policy_from_scenario(
-    scenario: Scenario, *, max_shift: float = 0.1, interval_s: float = INTERVAL_S
+    scenario: Scenario,
+    *,
+    max_shift: float = 0.1,
+    interval_s: float = INTERVAL_S,
+    unlisted_rtt: Sequence[tuple[str, str]] = (),
 ) -> TrafficPolicy:
     """What a TrafficPolicy would tell the loop about this scenario: clusters, RTT, egress prices,
-    the objective and the rollout. Nothing about replicas, service times or calls."""
+    the objective and the rollout. Nothing about replicas, service times or calls. Cluster pairs
+    in `unlisted_rtt` are left out of `network.rtt` (the loop measures or explores them)."""
     topo = scenario.topology
     clusters = tuple(PolicyCluster(c, c) for c in topo.clusters)
     services = tuple(
@@ -166,8 +171,12 @@ def policy_from_scenario(
         )
         for s in scenario.app.services
     )
+    unlisted = {frozenset(p) for p in unlisted_rtt}
     rtt = {
-        (a, b): topo.rtt(a, b) for i, a in enumerate(topo.clusters) for b in topo.clusters[i + 1 :]
+        (a, b): topo.rtt(a, b)
+        for i, a in enumerate(topo.clusters)
+        for b in topo.clusters[i + 1 :]
+        if frozenset((a, b)) not in unlisted
     }
     prices = {
         (a, b): topo.egress_price(a, b) for a in topo.clusters for b in topo.clusters if a != b
@@ -195,12 +204,18 @@ def deployment_of(scenario: Scenario) -> dict[str, tuple[str, ...]]:
 
 
 def make_loop(
-    scenario: Scenario, *, seed: int = 1, truth: Truth = "mmc", max_shift: float = 0.1
+    scenario: Scenario,
+    *,
+    seed: int = 1,
+    truth: Truth = "mmc",
+    max_shift: float = 0.1,
+    unlisted_rtt: Sequence[tuple[str, str]] = (),
 ) -> tuple[IstioMetrics, MemoryBackend, ControlLoop]:
     """The truth (playing the scenario under local routing, with WARMUP_S of history written) and
-    a control loop that sees only its metrics, a policy and where services run."""
+    a control loop that sees only its metrics, a policy (without the RTT of `unlisted_rtt`'s
+    pairs) and where services run."""
     routing = baselines.local_routing(scenario)
-    policy = policy_from_scenario(scenario, max_shift=max_shift)
+    policy = policy_from_scenario(scenario, max_shift=max_shift, unlisted_rtt=unlisted_rtt)
     mesh = IstioMetrics(
         scenario,
         routing,

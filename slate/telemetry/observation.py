@@ -120,7 +120,10 @@ class StationObservation:
       - `own_latency_series`: own mean latency ms (nan where the station served nothing);
       - `outbound_series[destination endpoint id]`: the rps of calls this station (its sidecars,
         reporter=source) makes to each destination endpoint, summed over destination clusters (the
-        responses of call-graph learning: outbound = sum_e per_request(e -> d) * inbound_e).
+        responses of call-graph learning: outbound = sum_e per_request(e -> d) * inbound_e);
+      - `latency_series_by_endpoint[endpoint id]`: mean destination-reported (inclusive) duration
+        per endpoint class (nan where the class served nothing): Istio's duration histogram carries
+        the class label, so each class's own time is observable, not only the station's mix.
     """
 
     service: str
@@ -133,8 +136,10 @@ class StationObservation:
     rps_series: Mapping[str, Series]
     own_latency_series: Series
     outbound_series: Mapping[str, Series]
+    latency_series_by_endpoint: Mapping[str, Series] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "latency_series_by_endpoint", _ro(self.latency_series_by_endpoint))
         object.__setattr__(self, "rps_by_endpoint", _ro(self.rps_by_endpoint))
         object.__setattr__(self, "rps_series", _ro(self.rps_series))
         object.__setattr__(self, "outbound_series", _ro(self.outbound_series))

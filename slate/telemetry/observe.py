@@ -80,8 +80,8 @@ def policy_queries(policy: PolicyView, lookback_s: float) -> PolicyQueries:
     qs = (
         rate("inbound", REQUESTS, dst, (DST_SVC, DST_CLUSTER, ep)),
         rate("calls", REQUESTS, src, (SRC_SVC, SRC_CLUSTER, DST_SVC, ep, DST_CLUSTER)),
-        rate("dur_sum", f"{DURATION}_sum", dst, (DST_SVC, DST_CLUSTER)),
-        rate("dur_count", f"{DURATION}_count", dst, (DST_SVC, DST_CLUSTER)),
+        rate("dur_sum", f"{DURATION}_sum", dst, (DST_SVC, DST_CLUSTER, ep)),
+        rate("dur_count", f"{DURATION}_count", dst, (DST_SVC, DST_CLUSTER, ep)),
         rate("out_sum", f"{DURATION}_sum", src, (SRC_SVC, SRC_CLUSTER)),
         rate("rtt_src_sum", f"{DURATION}_sum", src, (SRC_CLUSTER, DST_CLUSTER)),
         rate("rtt_src_count", f"{DURATION}_count", src, (SRC_CLUSTER, DST_CLUSTER)),
@@ -293,6 +293,19 @@ def _build(
     dur_count = by_station("dur_count", DST_SVC, DST_CLUSTER)
     out_sum = by_station("out_sum", SRC_SVC, SRC_CLUSTER)
 
+    # Inclusive latency per endpoint class (the destination-reported durations carry the class).
+    class_sum: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
+    class_count: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
+    for name, into_ in (("dur_sum", class_sum), ("dur_count", class_count)):
+        for r in a[name]:
+            svc, c = r.labels.get(DST_SVC, ""), r.labels.get(DST_CLUSTER, "")
+            if svc not in ctx.services:
+                continue
+            eid = ctx.endpoint_id(svc, r.labels.get(ep_label, ""))
+            if eid is None:
+                continue
+            into_[(svc, c)][eid] = _nan_add(into_[(svc, c)].get(eid, nan), ctx.align(r))
+
     outbound: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
     ingress_s: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
     into: dict[tuple[str, str], float] = defaultdict(float)  # source-reported rps into a station
@@ -342,6 +355,11 @@ def _build(
                 f"{svc}@{_short(c)}: no destination-reported data at the evaluation time "
                 f"(last at {_iso(float(ctx.grid[last_i]))}): partial scrape or station gone"
             )
+        by_class: dict[str, tuple[float, ...]] = {}
+        for eid, cs in class_count.get(key, {}).items():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ls = np.where(cs > 0, class_sum.get(key, {}).get(eid, nan) / cs, np.nan)
+            by_class[eid] = _tup(ls)
         stations[key] = StationObservation(
             service=svc,
             cluster=c,
@@ -353,6 +371,7 @@ def _build(
             rps_series={e: _tup(s) for e, s in sorted(series.items())},
             own_latency_series=_tup(own),
             outbound_series={e: _tup(s) for e, s in sorted(outbound.get(key, {}).items())},
+            latency_series_by_endpoint=dict(sorted(by_class.items())),
         )
 
     # partial scrapes: the two reporters of the same calls disagree now

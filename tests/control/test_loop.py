@@ -197,6 +197,12 @@ def test_state_round_trips_and_a_restart_resumes_without_a_jump(boutique: Scenar
     restored = LoopState.from_json(text)
     assert restored.weights == sim.loop.state.weights
     assert restored.curves == sim.loop.state.curves
+    # The hysteresis memory resumes too: the target, each weight's last direction, the step
+    # limits (otherwise a restart would undo the damping).
+    assert restored.target is not None and sim.loop.state.target is not None
+    assert restored.target.routes == sim.loop.state.target.routes
+    assert restored.directions == sim.loop.state.directions and restored.directions
+    assert restored.step_limits == sim.loop.state.step_limits and restored.step_limits
     assert json.loads(restored.to_json()) == json.loads(text)
     # A new loop over the same telemetry, from the saved state: the first interval moves no
     # weight by more than the rollout limit from what was in force.

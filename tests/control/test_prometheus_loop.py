@@ -234,3 +234,82 @@ def test_observe_with_prometheus_unreachable_exits_1_with_one_line(policy_file: 
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("slate: Prometheus unreachable"), lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_slate_run_loops_until_signalled_then_exits_cleanly_with_its_state(
+    live: SimulatedPrometheus, sc: Scenario, tmp_path: Path, sig: str
+) -> None:
+    """`slate run` without --once: intervals every rollout.interval (5 s here) until SIGTERM or
+    SIGINT, then exit 0 with no traceback, the state saved and the route file holding the weights
+    in force; a restart from that state resumes them."""
+    import os
+    import signal
+    import time
+
+    manifest = policy_manifest(sc)
+    manifest["spec"]["rollout"] = {"interval": "5s"}
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    state = tmp_path / "state.json"
+    routes = tmp_path / "routes.json"
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from slate.cli import main; sys.exit(main())",
+        "run",
+        "--policy",
+        str(policy),
+        "--prometheus",
+        live.url,
+        "--lookback",
+        LOOKBACK,
+        "--state",
+        str(state),
+        "--routes-file",
+        str(routes),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        intervals = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if state.exists():
+                try:
+                    intervals = json.loads(state.read_text())["interval"]
+                except (ValueError, KeyError):
+                    intervals = 0  # read while being replaced: try again
+                if intervals >= 2:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        assert intervals >= 2, "slate run did not run two intervals in 90 s"
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "every 5s" in out
+    saved = json.loads(state.read_text())
+    assert saved["interval"] >= 2
+    weights = {
+        (r["from_service"], r["from_cluster"], r["to"]): r["weights"] for r in saved["weights"]
+    }
+    assert weights, "no weights in force were saved"
+    published = json.loads(routes.read_text())["routes"]
+    assert {
+        (r["from_service"], r["from_cluster"], r["to"]): r["weights"] for r in published
+    } == weights
+
+    # A restart resumes from the saved state: the interval count goes on, and its first
+    # interval moves no weight by more than maxShiftPerInterval (no traffic jump).
+    again = subprocess.run(
+        [*cmd, "--once", "--dry-run"], capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["interval"] == saved["interval"]
+    assert report["max_weight_shift"] <= 0.1 + 1e-9

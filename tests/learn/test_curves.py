@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from slate.learn.curves import FittedStation, fit_service_times, fit_station
+from slate.learn.curves import (
+    FittedStation,
+    fit_class_service_times,
+    fit_service_times,
+    fit_station,
+)
 from slate.model.latency import MMcStation
 
 
@@ -99,3 +104,23 @@ def test_service_times_of_endpoints_that_move_together_are_not_split() -> None:
     lat = np.full(20, 5.0)
     got = fit_service_times(rows, lat, ["a", "b"])
     assert got == {"a": pytest.approx(5.0), "b": pytest.approx(5.0)}
+
+
+def test_classes_that_move_together_are_separated_by_their_own_durations() -> None:
+    """boutique's productcatalog: list (2.0 ms) and get (0.8 ms) in lockstep. The mix cannot
+    tell them apart; each class's own duration (Istio's histogram carries the class) can."""
+    rng = np.random.default_rng(3)
+    base = np.linspace(10, 100, 30)
+    rows = np.column_stack([base, 2 * base])
+    wait = 0.002 * base  # a shared queueing wait, small at low load
+    own = np.column_stack([2.0 + wait, 0.8 + wait]) * (1 + 0.02 * rng.standard_normal((30, 2)))
+    mixed = fit_service_times(rows, (rows * own).sum(axis=1) / rows.sum(axis=1), ["list", "get"])
+    assert mixed["list"] == pytest.approx(mixed["get"])  # one time for both
+    got = fit_class_service_times(rows, own, ["list", "get"])
+    # (plus the small wait of the lightest samples, as for the mix's intercept)
+    assert got["list"] == pytest.approx(2.0, rel=0.1)
+    assert got["get"] == pytest.approx(0.8, rel=0.1)
+    assert got["list"] - got["get"] == pytest.approx(1.2, rel=0.05)
+    # A class never measured on its own is left to the mix.
+    own[:, 1] = np.nan
+    assert set(fit_class_service_times(rows, own, ["list", "get"])) == {"list"}
