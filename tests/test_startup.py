@@ -57,6 +57,35 @@ def test_the_probe_sees_heavy_imports() -> None:
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == ["scipy"]
 
 
+SOLVE_PROBE = """
+import json, sys
+from slate.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in ("scipy.optimize", "highspy") if m in sys.modules)),
+      file=sys.stderr)
+"""
+
+
+def test_solve_does_not_import_scipy_optimize() -> None:
+    """`slate solve FILE` solves through highspy (slate/optimizer/highs.py): importing
+    scipy.optimize alone would take most of the ~0.5 s start-up budget (bench/startup.py). The
+    probe sees highspy, so it would see scipy.optimize."""
+    from pathlib import Path
+
+    scenario = Path(__file__).resolve().parent.parent / "examples/scenarios/boutique-2r.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-c", SOLVE_PROBE, "solve", str(scenario)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(proc.stdout)["routes"], proc.stderr[-500:]
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == ["highspy"]
+
+
 def test_cli_policies_match_the_optimizer() -> None:
     from slate.cli import POLICIES
     from slate.optimizer.solve import POLICIES as SOLVER_POLICIES

@@ -165,7 +165,7 @@ def _envelope(
 
 @dataclass(frozen=True)
 class Program:
-    """One round's LP, for `scipy.optimize.linprog`: minimise c x + offset subject to
+    """One round's LP, for HiGHS (highs.py): minimise c x + offset subject to
     a_eq x = b_eq, a_ub x <= b_ub (the caller's rows; None when there are none) and bounds."""
 
     c: FArray
