@@ -6,20 +6,24 @@ import math
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from slate.optimizer.errors import InfeasibleError
-from slate.optimizer.formulation import SolverForm
+from slate.optimizer.formulation import Matrix, SolverForm
 from slate.optimizer.highs import solve_lp
+
+
+def _dense(a: np.ndarray) -> Matrix:
+    rows, cols = np.nonzero(a)
+    return Matrix(rows, cols, a[rows, cols], a.shape)
 
 
 def _form(b_eq: float, upper: float, a_ub: bool = False) -> SolverForm:
     """min x0 + 2 x1  s.t.  x0 + x1 = b_eq,  0 <= x0 <= upper, 0 <= x1 (and x0 - x1 <= 0)."""
     return SolverForm(
         c=np.array([1.0, 2.0]),
-        a_eq=sp.csc_matrix(np.array([[1.0, 1.0]])),
+        a_eq=_dense(np.array([[1.0, 1.0]])),
         b_eq=np.array([b_eq]),
-        a_ub=sp.csc_matrix(np.array([[1.0, -1.0]])) if a_ub else None,
+        a_ub=_dense(np.array([[1.0, -1.0]])) if a_ub else None,
         b_ub=np.array([0.0]) if a_ub else None,
         bounds=np.array([[0.0, upper], [0.0, math.inf]]),
         col_scale=np.ones(2),
@@ -42,6 +46,22 @@ def test_inequality_rows_hold() -> None:
     res = solve_lp(_form(3.0, 5.0, a_ub=True))  # x0 <= x1 now binds
     assert res.x == pytest.approx([1.5, 1.5])
     assert res.objective == pytest.approx(4.5)
+
+
+def test_matrix_csc_sums_entries_at_one_place_and_scales() -> None:
+    m = Matrix(
+        np.array([1, 0, 1, 0]), np.array([2, 0, 2, 2]), np.array([1.0, 2.0, 3.0, 4.0]), (2, 3)
+    )
+    start, index, value = m.csc()
+    assert start.tolist() == [0, 1, 1, 3]
+    assert index.tolist() == [0, 0, 1]
+    assert value.tolist() == [2.0, 4.0, 4.0]
+    assert m.dense().tolist() == [[2.0, 0.0, 4.0], [0.0, 0.0, 4.0]]
+    scaled = m.scaled(np.array([1.0, 10.0]), np.array([1.0, 1.0, 0.5]))
+    assert scaled.dense().tolist() == [[2.0, 0.0, 2.0], [0.0, 0.0, 20.0]]
+    both = m.stacked(m)
+    assert both.shape == (4, 3)
+    assert both.dense()[2:].tolist() == m.dense().tolist()
 
 
 def test_infeasible_is_an_infeasible_error() -> None:

@@ -2,7 +2,8 @@
 
 Why highspy and not `scipy.optimize.linprog(method="highs")`, which runs the same solver:
 start-up. `import scipy.optimize` alone took 0.45 s of `slate solve`'s 0.69 s (bench/startup.py,
-quiet machine); `import highspy` takes 0.11 s, numpy included.
+quiet machine); `import highspy` takes 0.11 s, numpy included. The LP's matrices are numpy
+triplets (formulation.Matrix), so `slate solve` imports no scipy at all.
 
 highspy's `Highs()` prints HiGHS's banner on stdout while it installs its Python callbacks, before
 any option can be set, and `slate solve` prints JSON on stdout. `_QuietHighs` turns the output off
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 
 import highspy
 import numpy as np
-import scipy.sparse as sp
 
 from slate.optimizer.errors import InfeasibleError, SolveError
 from slate.optimizer.formulation import FArray, SolverForm
@@ -57,16 +57,15 @@ def solve_lp(form: SolverForm) -> LPResult:
     simplex iterations, 1.4-6.4 s, against 38-46 interior point iterations, 1.4-1.9 s, from
     scratch (the fitted curves move every tangent piece, and the optimum moves between
     near-equal vertices)."""
-    a_eq = form.a_eq
-    n = a_eq.shape[1]
+    a = form.a_eq
     if form.a_ub is not None and form.b_ub is not None:
-        a = sp.csc_matrix(sp.vstack([a_eq, form.a_ub], format="csc"))
+        a = a.stacked(form.a_ub)
         lower = np.concatenate([form.b_eq, np.full(len(form.b_ub), -math.inf)])
         upper = np.concatenate([form.b_eq, form.b_ub])
     else:
-        a = sp.csc_matrix(a_eq)
         lower = upper = np.asarray(form.b_eq, dtype=float)
-    m = a.shape[0]
+    m, n = a.shape
+    start, index, value = a.csc()
     lp = highspy.HighsLp()
     lp.num_col_ = n
     lp.num_row_ = m
@@ -78,9 +77,9 @@ def solve_lp(form: SolverForm) -> LPResult:
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.num_col_ = n
     lp.a_matrix_.num_row_ = m
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
+    lp.a_matrix_.start_ = start
+    lp.a_matrix_.index_ = index
+    lp.a_matrix_.value_ = value
 
     h = _QuietHighs()  # type: ignore[no-untyped-call]
     h.setOptionValue("primal_feasibility_tolerance", PRIMAL_TOLERANCE)
