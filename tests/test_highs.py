@@ -67,30 +67,3 @@ def test_matrix_csc_sums_entries_at_one_place_and_scales() -> None:
 def test_infeasible_is_an_infeasible_error() -> None:
     with pytest.raises(InfeasibleError, match="admit no routing"):
         solve_lp(_form(-1.0, 1.0))
-
-
-@pytest.mark.parametrize("name", ["boutique-2r", "hotel-3r"])
-def test_the_solver_form_without_load_columns_solves_the_whole_lp(name: str) -> None:
-    """Program.for_solver() hands HiGHS the LP without the load columns and rows; the solution
-    it maps back satisfies every row of the whole LP (load rows included) and its bounds, at the
-    objective HiGHS reports."""
-    from pathlib import Path
-
-    from slate.model.scenario_file import load_scenario
-    from slate.optimizer.formulation import build
-
-    root = Path(__file__).resolve().parent.parent
-    scenario = load_scenario(root / "examples" / "scenarios" / f"{name}.yaml")
-    lp = build(scenario, scenario.latency_model()).program()
-    form = lp.for_solver()
-    assert form.a_eq.shape[0] < len(lp.b_eq)  # the load rows are gone
-    res = solve_lp(form)
-    x = form.solution(res.x)
-    assert len(x) == lp.n_vars
-    scale = max(float(np.abs(lp.b_eq).max()), 1.0)
-    assert np.abs(lp.a_eq.dense() @ x - lp.b_eq).max() <= 1e-7 * scale
-    assert (x >= lp.bounds[:, 0] - 1e-9 * scale).all()
-    assert (x <= lp.bounds[:, 1] + 1e-9 * scale).all()
-    assert float(lp.c @ x) + lp.offset == pytest.approx(
-        res.objective * form.cost_unit + lp.offset, rel=1e-9
-    )

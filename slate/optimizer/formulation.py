@@ -228,7 +228,6 @@ class Program:
     station_offset: FArray  # per station: the envelope's value at zero work
     n_rate_columns: int  # y and L columns come first, then the pieces
     n_rate_rows: int  # flow and load rows come first, then the work rows
-    y_load: IArray  # y column -> the L column (- n_y) it loads (Columns.y_load)
     rate_unit: float  # calls per second the solver sees as 1
     work_unit: float  # ms of work per second the solver sees as 1
     total_rps: float
@@ -251,12 +250,6 @@ class Program:
         columns, and the costs by the cost of one work unit's service time (so a piece costs
         1 + its slope, as it would in request-ms per second). A change of the scenario's units
         (rates x s, times / s) then gives the solver the same numbers.
-
-        The load columns L and their rows go too: each load row says L[e, c] = sum of the y
-        columns into (e, c), so every L entry of the other rows is replaced by those y columns
-        (L >= 0 holds since y >= 0), and SolverForm.solution() puts L back. The same LP with a
-        third fewer rows: HiGHS's interior point method took 36 s instead of 63 s on 20 clusters
-        x 200 services (bench/solve_scale.py's partial app, in one run on the shared machine).
         """
         n = self.n_vars
         col = np.full(n, self.work_unit)
@@ -270,69 +263,21 @@ class Program:
         if self.a_ub is not None and self.b_ub is not None:  # rows over rate columns only
             a_ub = self.a_ub.scaled(None, col / self.rate_unit)
             b_ub = self.b_ub / self.rate_unit
-        n_y = len(self.y_load)
-        n_l = self.n_rate_columns - n_y
-        n_k = self.n_rate_rows - n_l
-        loads = _LoadColumns(self.y_load, n_l)
-        c = c / cost_unit
-        keep = np.r_[0:n_y, n_y + n_l : n]
-        b_eq = self.b_eq * row
         return SolverForm(
-            c=c[keep] + np.r_[c[n_y : n_y + n_l][self.y_load], np.zeros(n - n_y - n_l)],
-            a_eq=loads.substitute(a_eq, drop_rows=(n_k, n_k + n_l)),
-            b_eq=np.r_[b_eq[:n_k], b_eq[n_k + n_l :]],
-            a_ub=None if a_ub is None else loads.substitute(a_ub, None),
+            c=c / cost_unit,
+            a_eq=a_eq,
+            b_eq=self.b_eq * row,
+            a_ub=a_ub,
             b_ub=b_ub,
-            bounds=(self.bounds / col[:, None])[keep],
+            bounds=self.bounds / col[:, None],
             col_scale=col,
             cost_unit=cost_unit,
-            y_load=self.y_load,
-            n_loads=n_l,
-        )
-
-
-class _LoadColumns:
-    """Replaces each load column L[l] by the y columns it sums (Program.for_solver)."""
-
-    def __init__(self, y_load: IArray, n_l: int) -> None:
-        self.n_y = len(y_load)
-        self.n_l = n_l
-        self.by_load = np.argsort(y_load, kind="stable")  # y columns grouped by their L column
-        self.start = np.zeros(n_l + 1, dtype=np.int64)
-        np.cumsum(np.bincount(y_load, minlength=n_l), out=self.start[1:])
-
-    def substitute(self, m: Matrix, drop_rows: tuple[int, int] | None) -> Matrix:
-        rows, cols, vals = m.rows, m.cols, m.vals
-        n_rows = m.shape[0]
-        if drop_rows is not None:
-            lo, hi = drop_rows
-            kept = (rows < lo) | (rows >= hi)
-            rows, cols, vals = rows[kept], cols[kept], vals[kept]
-            rows = np.where(rows >= hi, rows - (hi - lo), rows)
-            n_rows -= hi - lo
-        n_y, n_l = self.n_y, self.n_l
-        on_l = (cols >= n_y) & (cols < n_y + n_l)
-        at = np.flatnonzero(on_l)
-        first = self.start[cols[at] - n_y]
-        counts = self.start[cols[at] - n_y + 1] - first
-        each = np.repeat(at, counts)  # one entry per (L entry, y column of that L)
-        within = np.arange(len(each)) - np.repeat(np.cumsum(counts) - counts, counts)
-        y_cols = self.by_load[np.repeat(first, counts) + within]
-        rest = ~on_l
-        return Matrix(
-            np.concatenate([rows[rest], rows[each]]),
-            np.concatenate(
-                [np.where(cols[rest] >= n_y + n_l, cols[rest] - n_l, cols[rest]), y_cols]
-            ),
-            np.concatenate([vals[rest], vals[each]]),
-            (n_rows, m.shape[1] - n_l),
         )
 
 
 @dataclass(frozen=True)
 class SolverForm:
-    """Program.for_solver(): x = col_scale * solution(x'), objective = cost_unit * c' x' + offset,
-    where x' are the columns HiGHS sees (without the load columns when `y_load` is given)."""
+    """Program.for_solver(): x = col_scale * x', objective = cost_unit * c' x' + offset."""
 
     c: FArray
     a_eq: Matrix
@@ -340,19 +285,8 @@ class SolverForm:
     a_ub: Matrix | None
     b_ub: FArray | None
     bounds: FArray
-    col_scale: FArray  # per column of the Program (load columns included)
+    col_scale: FArray
     cost_unit: float
-    y_load: IArray | None = None  # the load columns were eliminated: y column -> L column
-    n_loads: int = 0
-
-    def solution(self, x: FArray) -> FArray:
-        """The Program's x, in its units, from the solver's x'."""
-        if self.y_load is not None:
-            n_y = len(self.y_load)
-            loads = np.bincount(self.y_load, weights=x[:n_y], minlength=self.n_loads)
-            x = np.concatenate([x[:n_y], loads, x[n_y:]])
-        out: FArray = x * self.col_scale
-        return out
 
 
 @dataclass
@@ -364,7 +298,6 @@ class Formulation:
     key_dsts: list[list[int]]  # per key: destination cluster indices, in column order
     y_key: IArray  # y column -> key index
     y_dst: IArray  # y column -> destination cluster index
-    y_load: IArray  # y column -> the L column (- n_y) it loads
     stations: list[StationSpec]
     load_index: dict[tuple[str, int], int]  # (endpoint, cluster index) -> L column - n_y
     fixed: tuple[IArray, IArray, FArray]  # (rows, cols, values) of every entry but the pieces'
@@ -475,7 +408,6 @@ class Formulation:
             station_offset=station_offset,
             n_rate_columns=n_y + n_l,
             n_rate_rows=len(self.keys) + n_l,
-            y_load=self.y_load,
             rate_unit=self.rate_unit,
             work_unit=self.work_unit,
             total_rps=self.total_rps,
@@ -601,7 +533,6 @@ def build(
         key_dsts=columns.key_dsts,
         y_key=columns.y_key,
         y_dst=y_dst,
-        y_load=columns.y_load,
         stations=stations,
         load_index=columns.load_index,
         fixed=(

@@ -227,7 +227,7 @@ def _solve_lp(lp: Program, round_: int) -> tuple[np.ndarray, float]:
         if isinstance(e, InfeasibleError):
             raise
         raise SolveError(f"{e} (round {round_})") from None
-    return form.solution(res.x), res.objective * form.cost_unit + lp.offset
+    return res.x * form.col_scale, res.objective * form.cost_unit + lp.offset
 
 
 def _state(f: Formulation) -> tuple[int, bytes]:
