@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import scipy
+import highspy
 import yaml
 
 from slate.model.keys import route_keys
@@ -131,6 +131,11 @@ class Baseline:
             return None
         data: dict[str, float] = json.loads(out)
         return data
+
+
+def _highs_version() -> str:
+    h = highspy
+    return f"{h.HIGHS_VERSION_MAJOR}.{h.HIGHS_VERSION_MINOR}.{h.HIGHS_VERSION_PATCH}"
 
 
 def best_time(
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = Baseline(args.baseline, args.baseline_timeout) if args.baseline else None
 
     print(
-        f"# solve_scale: python {platform.python_version()}, scipy {scipy.__version__} (HiGHS), "
+        f"# solve_scale: python {platform.python_version()}, HiGHS {_highs_version()} (highspy), "
         f"{os.cpu_count()} cpu(s); seed {args.seed}, target utilization {args.utilization}, "
         f"cost weight {args.cost_weight} ms per USD/h"
         + (f"; baseline: git {args.baseline}" if args.baseline else "")

@@ -45,17 +45,47 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
 
 
 def test_the_probe_sees_heavy_imports() -> None:
-    """The probe can fail: `slate solve FILE` does import scipy."""
+    """The probe can fail: `slate solve FILE` does import numpy (and no longer scipy: the LP goes
+    to highspy as numpy arrays)."""
     from pathlib import Path
 
     scenario = Path(__file__).resolve().parent.parent / "examples/scenarios/boutique-2r.yaml"
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE % (("scipy",),), "solve", str(scenario)],
+        [sys.executable, "-c", PROBE % (("scipy", "numpy"),), "solve", str(scenario)],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert json.loads(proc.stderr.strip().splitlines()[-1]) == ["scipy"]
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == ["numpy"]
+
+
+SOLVE_PROBE = """
+import json, sys
+from slate.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in ("scipy", "highspy") if m in sys.modules)),
+      file=sys.stderr)
+"""
+
+
+def test_solve_does_not_import_scipy() -> None:
+    """`slate solve FILE` solves through highspy (slate/optimizer/highs.py) with numpy arrays:
+    importing scipy.optimize alone would take most of the ~0.5 s start-up budget
+    (bench/startup.py), scipy.sparse ~0.1 s more. The probe sees highspy, so it would see scipy."""
+    from pathlib import Path
+
+    scenario = Path(__file__).resolve().parent.parent / "examples/scenarios/boutique-2r.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-c", SOLVE_PROBE, "solve", str(scenario)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(proc.stdout)["routes"], proc.stderr[-500:]
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == ["highspy"]
 
 
 def test_cli_policies_match_the_optimizer() -> None:

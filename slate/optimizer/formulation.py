@@ -58,7 +58,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse as sp
 
 from slate.model.keys import INGRESS, RouteKey, route_keys
 from slate.model.latency import LatencyModel, StationModel
@@ -164,14 +163,63 @@ def _envelope(
 
 
 @dataclass(frozen=True)
+class Matrix:
+    """A sparse matrix as (row, column, value) triplets; entries at the same place add up.
+
+    numpy only: scipy.sparse would cost `slate solve` ~0.1 s of imports (bench/startup.py), and
+    HiGHS takes the compressed columns of `csc()` directly."""
+
+    rows: IArray
+    cols: IArray
+    vals: FArray
+    shape: tuple[int, int]
+
+    def scaled(self, row: FArray | None, col: FArray) -> Matrix:
+        """diag(row) @ self @ diag(col) (row None: no row scaling)."""
+        vals = self.vals * col[self.cols]
+        if row is not None:
+            vals = vals * row[self.rows]
+        return Matrix(self.rows, self.cols, vals, self.shape)
+
+    def stacked(self, below: Matrix) -> Matrix:
+        """This matrix with `below`'s rows under its own (same number of columns)."""
+        return Matrix(
+            np.concatenate([self.rows, below.rows + self.shape[0]]),
+            np.concatenate([self.cols, below.cols]),
+            np.concatenate([self.vals, below.vals]),
+            (self.shape[0] + below.shape[0], self.shape[1]),
+        )
+
+    def csc(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], FArray]:
+        """Compressed columns (start, row index, value), rows sorted in each column, entries at
+        the same place summed."""
+        order = np.lexsort((self.rows, self.cols))
+        rows, cols, vals = self.rows[order], self.cols[order], self.vals[order]
+        if len(rows):
+            first = np.ones(len(rows), dtype=bool)
+            first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+            at = np.flatnonzero(first)
+            rows, cols, vals = rows[at], cols[at], np.add.reduceat(vals, at)
+        start = np.zeros(self.shape[1] + 1, dtype=np.int32)
+        np.cumsum(np.bincount(cols, minlength=self.shape[1]), out=start[1:])
+        return start, rows.astype(np.int32), vals.astype(float)
+
+    def dense(self) -> FArray:
+        """For tests and debugging."""
+        out = np.zeros(self.shape)
+        np.add.at(out, (self.rows, self.cols), self.vals)
+        return out
+
+
+@dataclass(frozen=True)
 class Program:
-    """One round's LP, for `scipy.optimize.linprog`: minimise c x + offset subject to
+    """One round's LP, for HiGHS (highs.py): minimise c x + offset subject to
     a_eq x = b_eq, a_ub x <= b_ub (the caller's rows; None when there are none) and bounds."""
 
     c: FArray
-    a_eq: sp.csc_matrix
+    a_eq: Matrix
     b_eq: FArray
-    a_ub: sp.csc_matrix | None
+    a_ub: Matrix | None
     b_ub: FArray | None
     bounds: FArray  # shape (n, 2)
     offset: float
@@ -210,10 +258,10 @@ class Program:
         row[: self.n_rate_rows] = 1.0 / self.rate_unit
         c = self.c * col
         cost_unit = self.work_unit / self.total_rps  # a piece costs 1 + its slope
-        a_eq = sp.csc_matrix(sp.diags(row) @ self.a_eq @ sp.diags(col))
+        a_eq = self.a_eq.scaled(row, col)
         a_ub = b_ub = None
         if self.a_ub is not None and self.b_ub is not None:  # rows over rate columns only
-            a_ub = sp.csc_matrix(self.a_ub @ sp.diags(col / self.rate_unit))
+            a_ub = self.a_ub.scaled(None, col / self.rate_unit)
             b_ub = self.b_ub / self.rate_unit
         return SolverForm(
             c=c / cost_unit,
@@ -232,9 +280,9 @@ class SolverForm:
     """Program.for_solver(): x = col_scale * x', objective = cost_unit * c' x' + offset."""
 
     c: FArray
-    a_eq: sp.csc_matrix
+    a_eq: Matrix
     b_eq: FArray
-    a_ub: sp.csc_matrix | None
+    a_ub: Matrix | None
     b_ub: FArray | None
     bounds: FArray
     col_scale: FArray
@@ -326,15 +374,11 @@ class Formulation:
         piece_station = np.array(owner, dtype=np.int64)
         piece_slope = np.array(slopes, dtype=float)
         rows, cols, vals = self.fixed
-        a_eq = sp.csc_matrix(
-            (
-                np.concatenate([vals, np.ones(n_p)]),
-                (
-                    np.concatenate([rows, first_station_row + piece_station]),
-                    np.concatenate([cols, n_y + n_l + np.arange(n_p)]),
-                ),
-            ),
-            shape=(self.n_rows, n_y + n_l + n_p),
+        a_eq = Matrix(
+            np.concatenate([rows, first_station_row + piece_station]),
+            np.concatenate([cols, n_y + n_l + np.arange(n_p)]),
+            np.concatenate([vals, np.ones(n_p)]),
+            (self.n_rows, n_y + n_l + n_p),
         )
         c = np.concatenate(
             [
@@ -350,7 +394,7 @@ class Formulation:
         ub_rows, ub_cols, ub_vals, b_ub = self.ub
         a_ub = None
         if len(b_ub):
-            a_ub = sp.csc_matrix((ub_vals, (ub_rows, ub_cols)), shape=(len(b_ub), n_y + n_l + n_p))
+            a_ub = Matrix(ub_rows, ub_cols, ub_vals, (len(b_ub), n_y + n_l + n_p))
         return Program(
             c=c,
             a_eq=a_eq,

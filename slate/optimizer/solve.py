@@ -1,6 +1,6 @@
 """solve(): the optimal routing, by cutting planes over the LP of formulation.py.
 
-Each round solves the LP with scipy's HiGHS, then measures what the LP misjudged about its own
+Each round solves the LP with HiGHS (highs.py), then measures what the LP misjudged about its own
 routing: the queueing cost its tangents underestimate, and the egress of aggregated keys priced at
 the previous round's byte sizes. It stops when that is below `tolerance` (relative), so `bound`
 (the last LP objective) and the evaluated objective of the returned routing bracket the optimum;
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linprog
 
 from slate.evaluate import Evaluation, evaluate
 from slate.model.keys import split_or_nearest
@@ -45,6 +44,7 @@ from slate.optimizer.bounds import Constraint, feasible_shares, weight_bounds_by
 from slate.optimizer.capacity import Shortfall, shortfalls
 from slate.optimizer.errors import InfeasibleError, SolveError
 from slate.optimizer.formulation import Formulation, Program, build
+from slate.optimizer.highs import solve_lp
 
 log = logging.getLogger(__name__)
 
@@ -218,39 +218,16 @@ def solve(
     )
 
 
-IPM_ROWS = 2000
-"""From this many rows on, HiGHS's interior point method (with crossover, so the solution is still a
-vertex) beats its dual simplex on these LPs; below, the simplex is faster."""
-
-
-PRIMAL_TOLERANCE = 1e-9
-"""HiGHS's feasibility tolerance in the solver's units (Program.for_solver: values near 1). Its
-default, 1e-7, is the margin a service that cannot fit gets above its least utilization (solve()
-caps it at that x (1 + 1e-7)): presolve then calls the LP infeasible."""
-
-
 def _solve_lp(lp: Program, round_: int) -> tuple[np.ndarray, float]:
     """(solution, objective), solved in the solver's units (Program.for_solver)."""
     form = lp.for_solver()
-    method = "highs-ipm" if lp.n_rows >= IPM_ROWS else "highs-ds"
-    res = linprog(
-        form.c,
-        A_ub=form.a_ub,
-        b_ub=form.b_ub,
-        A_eq=form.a_eq,
-        b_eq=form.b_eq,
-        bounds=form.bounds,
-        method=method,
-        options={"primal_feasibility_tolerance": PRIMAL_TOLERANCE},
-    )
-    if res.status == 2:
-        raise InfeasibleError(
-            "the work bounds and route constraints together admit no routing "
-            f"(HiGHS: {res.message})"
-        )
-    if res.status != 0 or res.x is None:
-        raise SolveError(f"HiGHS: {res.message} (status {res.status}, round {round_})")
-    return np.asarray(res.x) * form.col_scale, float(res.fun) * form.cost_unit + lp.offset
+    try:
+        res = solve_lp(form)
+    except SolveError as e:
+        if isinstance(e, InfeasibleError):
+            raise
+        raise SolveError(f"{e} (round {round_})") from None
+    return res.x * form.col_scale, res.objective * form.cost_unit + lp.offset
 
 
 def _state(f: Formulation) -> tuple[int, bytes]:
