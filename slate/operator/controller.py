@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,23 @@ from slate.operator.status import (
 )
 
 log = logging.getLogger("slate.operator")
+
+
+def until_slot(now: float, interval_s: float, key: str) -> float:
+    """Seconds from `now` to the policy's next interval slot, at least half an interval away.
+
+    Each policy's intervals fall on its own grid, `phase + n * interval` (wall clock), whose phase
+    is a stable hash of `namespace/name`: policies created together (a `kubectl apply -f dir/`)
+    spread over the interval instead of solving all at once every time, and every replica agrees
+    on the grid. On the grid the period is the interval itself, however long a step took (the
+    step's time is not added to it). The first interval runs at once; the second comes after 0.5 to
+    1.5 intervals, then one interval apart.
+    """
+    phase = zlib.crc32(key.encode()) / 2**32 * interval_s
+    since = (now - phase) % interval_s
+    delay = interval_s - since
+    return delay + interval_s if delay < interval_s / 2 else delay
+
 
 RECHECK_S = 5.0
 """How often a policy that is not acted on (conflict, error) looks again."""
@@ -250,6 +268,8 @@ class Controller:
             rec.wake.clear()
             try:
                 delay = await self.tick(rec)
+                if rec.not_acted is None:  # acted: the next interval on the policy's own grid
+                    delay = until_slot(time.time(), delay, key)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # never die silently: log, count, report, go on
