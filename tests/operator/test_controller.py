@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 from standin_loop import StandinLoop, standin_factory
 
 from slate.model.policy import TrafficPolicy
-from slate.operator.controller import Controller, PolicyRef, until_slot
+from slate.operator.controller import Controller, PolicyRef
 from slate.operator.metrics import OperatorMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,18 +311,3 @@ async def test_metrics_after_an_interval() -> None:
     assert r.get_sample_value("slate_fit_r2", fit) == pytest.approx(0.93)
     c.forget("shop", "shop")
     assert r.get_sample_value("slate_route_weight", w) is None
-
-
-def test_policies_created_together_spread_over_the_interval() -> None:
-    """50 policies whose first step ran at the same instant: their next steps fall across the whole
-    interval (no burst of 50 solves every 30 s), each 0.5-1.5 intervals away, and on a policy's
-    own grid the period is exactly the interval, however long the step took."""
-    now = 1_000_000.0
-    delays = sorted(until_slot(now, 30.0, f"shop/p{i}") for i in range(50))
-    assert all(15.0 <= d <= 45.0 for d in delays)
-    gaps = [b - a for a, b in itertools.pairwise(delays)]
-    assert max(gaps) < 6.0  # 50 phases over 30 s: no gap of a fifth of the interval
-    first = until_slot(now, 30.0, "shop/p0")
-    slot = now + first
-    assert until_slot(slot + 2.5, 30.0, "shop/p0") == pytest.approx(27.5)  # a 2.5 s step
-    assert until_slot(slot, 30.0, "shop/p0") == pytest.approx(30.0)

@@ -4,6 +4,7 @@ parsing and the per-(service, cluster) index, the status follower, conflicts, th
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from slate.cli import main
 from slate.model.policy import load_policy
 from slate.model.routing import Route, Routing
 from slate.operator.conflicts import Claim, conflict_message, conflict_with
+from slate.operator.controller import until_slot
 from slate.operator.destinationrule import DestinationRulePublisher, destination_rules, distribute
 from slate.operator.endpoints import EndpointIndex, slice_endpoints
 from slate.operator.follower import StatusFollower
@@ -334,3 +336,18 @@ def test_retired_services_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     idx.set_routed({})
     assert idx.retired == {"s1", "s2"}  # the oldest went past the limit: no longer served
     assert ("s0", "east", None) in sent and ("s1", "east", None) not in sent
+
+
+def test_policies_created_together_spread_over_the_interval() -> None:
+    """50 policies whose first step ran at the same instant: their next steps fall across the whole
+    interval (no burst of 50 solves every 30 s), each 0.5-1.5 intervals away, and on a policy's
+    own grid the period is exactly the interval, however long the step took."""
+    now = 1_000_000.0
+    delays = sorted(until_slot(now, 30.0, f"shop/p{i}") for i in range(50))
+    assert all(15.0 <= d <= 45.0 for d in delays)
+    gaps = [b - a for a, b in itertools.pairwise(delays)]
+    assert max(gaps) < 6.0  # 50 phases over 30 s: no gap of a fifth of the interval
+    first = until_slot(now, 30.0, "shop/p0")
+    slot = now + first
+    assert until_slot(slot + 2.5, 30.0, "shop/p0") == pytest.approx(27.5)  # a 2.5 s step
+    assert until_slot(slot, 30.0, "shop/p0") == pytest.approx(30.0)
