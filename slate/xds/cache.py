@@ -39,6 +39,7 @@ from slate.xds.resources import (
     destination_weights,
     locality_plan,
 )
+from slate.xds.subscribers import Subscribers
 from slate.xds.views import ViewKey, local_name
 
 _BODY_MEMO_LIMIT = 20_000
@@ -183,8 +184,8 @@ class XdsCache:
         self._index = RouteIndex(routing)
         self._endpoints = endpoints
         self._resources: dict[tuple[ViewKey, str], Resource | None] = {}
-        self._watchers: dict[tuple[ViewKey, str], set[Watcher]] = defaultdict(set)
-        self._wildcard: dict[ViewKey, set[Watcher]] = defaultdict(set)
+        self._watchers: Subscribers[tuple[ViewKey, str], Watcher] = Subscribers()
+        self._wildcard: Subscribers[ViewKey, Watcher] = Subscribers()
         self._waiting: set[ServicesWatcher] = set()
         self.followers: list[Callable[[float], int]] = []
         """Called after each update with its start time (the derived LDS/RDS/CDS caches); each
@@ -315,16 +316,11 @@ class XdsCache:
 
     def watch(self, watcher: Watcher, view: ViewKey, names: Iterable[str]) -> None:
         for name in names:
-            self._watchers[(view, name)].add(watcher)
+            self._watchers.add((view, name), watcher)
 
     def unwatch(self, watcher: Watcher, view: ViewKey, names: Iterable[str]) -> None:
         for name in names:
-            key = (view, name)
-            ws = self._watchers.get(key)
-            if ws is not None:
-                ws.discard(watcher)
-                if not ws:
-                    del self._watchers[key]
+            self._watchers.discard((view, name), watcher)
 
     def watch_services(self, watcher: ServicesWatcher, view: ViewKey) -> None:
         """Hear (`services_changed`) when the set of services changes."""
@@ -335,14 +331,10 @@ class XdsCache:
 
     def watch_all(self, watcher: Watcher, view: ViewKey) -> None:
         """Wildcard: hear about every name of the view, including names that appear later."""
-        self._wildcard[view].add(watcher)
+        self._wildcard.add(view, watcher)
 
     def unwatch_all(self, watcher: Watcher, view: ViewKey) -> None:
-        ws = self._wildcard.get(view)
-        if ws is not None:
-            ws.discard(watcher)
-            if not ws:
-                del self._wildcard[view]
+        self._wildcard.discard(view, watcher)
 
     # ---- updating --------------------------------------------------------------------------
 
@@ -411,10 +403,9 @@ class XdsCache:
                 continue
             targets: dict[Watcher, list[str]] = defaultdict(list)
             for name in names:
-                for w in self._watchers.get((view, name), ()):
+                for w in self._watchers.of((view, name)):
                     targets[w].append(name)
-            wildcard = self._wildcard.get(view, ())
-            for w in wildcard:
+            for w in self._wildcard.of(view):
                 targets[w] = list(names)
             for w, ns in targets.items():
                 w.resources_changed(ns, started)

@@ -18,6 +18,7 @@ from slate.model.routing import Routing
 from slate.xds import config, wire
 from slate.xds.cache import ConfigCache, Resource, ServicesWatcher, Watcher, XdsCache
 from slate.xds.endpoints import EndpointSet
+from slate.xds.subscribers import Subscribers
 from slate.xds.views import ViewKey, service_of
 
 Builder = Callable[[str, EndpointSet], bytes | None]
@@ -40,8 +41,8 @@ class DerivedCache:
         self._build = build
         self._wildcard_names = wildcard
         self._resources: dict[str, Resource | None] = {}
-        self._watchers: dict[str, set[Watcher]] = defaultdict(set)
-        self._wildcard: dict[ViewKey, set[Watcher]] = defaultdict(set)
+        self._watchers: Subscribers[str, Watcher] = Subscribers()
+        self._wildcard: Subscribers[ViewKey, Watcher] = Subscribers()
         self._names: dict[ViewKey, frozenset[str]] = {}
         if follow:
             base.followers.append(self._base_updated)
@@ -97,26 +98,18 @@ class DerivedCache:
 
     def watch(self, watcher: Watcher, view: ViewKey, names: Iterable[str]) -> None:
         for name in names:
-            self._watchers[name].add(watcher)
+            self._watchers.add(name, watcher)
 
     def unwatch(self, watcher: Watcher, view: ViewKey, names: Iterable[str]) -> None:
         for name in names:
-            ws = self._watchers.get(name)
-            if ws is not None:
-                ws.discard(watcher)
-                if not ws:
-                    del self._watchers[name]
-                    self._resources.pop(name, None)
+            if self._watchers.discard(name, watcher):
+                self._resources.pop(name, None)
 
     def watch_all(self, watcher: Watcher, view: ViewKey) -> None:
-        self._wildcard[view].add(watcher)
+        self._wildcard.add(view, watcher)
 
     def unwatch_all(self, watcher: Watcher, view: ViewKey) -> None:
-        ws = self._wildcard.get(view)
-        if ws is not None:
-            ws.discard(watcher)
-            if not ws:
-                del self._wildcard[view]
+        self._wildcard.discard(view, watcher)
 
     def watch_services(self, watcher: ServicesWatcher, view: ViewKey) -> None:
         self.base.watch_services(watcher, view)
@@ -136,7 +129,7 @@ class DerivedCache:
                 changed.add(name)
         targets: dict[Watcher, set[str]] = defaultdict(set)
         for name in changed:
-            for w in self._watchers.get(name, ()):
+            for w in self._watchers.of(name):
                 targets[w].add(name)
         old_names, self._names = self._names, {}
         for view, ws in self._wildcard.items():
