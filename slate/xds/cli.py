@@ -56,18 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="127.0.0.1",
         help="listen address of /metrics and /healthz, separate from --host (default 127.0.0.1)",
     )
-    s.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve xDS over TLS")
-    s.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    s.add_argument(
-        "--tls-client-ca",
-        type=Path,
-        help="PEM CA: require client certificates signed by it (mTLS)",
-    )
-    s.add_argument(
-        "--identity-table",
-        type=Path,
-        help="YAML: which SPIFFE identities may read which services' views (needs mTLS)",
-    )
+    add_security_arguments(s)
     s.add_argument(
         "--istio-tls-metadata",
         action="store_true",
@@ -128,7 +117,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_request_bytes < 1024:
         raise InputError("--max-request-bytes", f"must be >= 1024, got {args.max_request_bytes}")
     metrics = XdsMetrics()
-    security = _security(args, metrics)  # flags and certificates first: InputError -> exit 2
+    # flags and certificates first: InputError -> exit 2
+    security = security_from_args(args, metrics)
     routes_signature = file_signature(args.routes)
     routing = load_safely(load_routing, args.routes)  # any failure -> InputError -> exit 2
     source = StaticEndpointSource(
@@ -220,10 +210,25 @@ async def _run(
     return 0
 
 
-def _security(args: argparse.Namespace, metrics: XdsMetrics) -> tuple[Any, Any]:
-    """(credentials, authorizer) from the TLS and identity flags; InputError if inconsistent."""
-    from slate.xds.security import Authorizer, TlsFiles, load_identity_table, server_credentials
+def add_security_arguments(p: argparse.ArgumentParser) -> None:
+    """The TLS / mTLS / identity flags of every command that serves xDS (`slate xds serve`,
+    `slate run`, `slate operator`): one set of names and checks for all of them."""
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve xDS over TLS")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="PEM CA: require client certificates signed by it (mTLS)",
+    )
+    p.add_argument(
+        "--identity-table",
+        type=Path,
+        help="YAML: which SPIFFE identities may read which services' views (needs mTLS)",
+    )
 
+
+def check_security_arguments(args: argparse.Namespace) -> None:
+    """InputError naming the flag when the security flags do not go together."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise InputError("--tls-cert", "--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
@@ -232,14 +237,38 @@ def _security(args: argparse.Namespace, metrics: XdsMetrics) -> tuple[Any, Any]:
         raise InputError(
             "--identity-table", "needs --tls-client-ca: identities come from client certificates"
         )
+
+
+def security_from_args(args: argparse.Namespace, metrics: XdsMetrics) -> tuple[Any, Any]:
+    """(credentials, authorizer) from the TLS and identity flags (None, None without them);
+    InputError naming the flag if they are inconsistent or a file is unreadable."""
+    check_security_arguments(args)
+    return server_security(
+        metrics,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        identity_table=args.identity_table,
+    )
+
+
+def server_security(
+    metrics: XdsMetrics,
+    *,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    tls_client_ca: Path | None = None,
+    identity_table: Path | None = None,
+) -> tuple[Any, Any]:
+    """(credentials, authorizer) for XdsServer from already checked flag values."""
+    from slate.xds.security import Authorizer, TlsFiles, load_identity_table, server_credentials
+
     credentials = None
-    if args.tls_cert is not None:
-        credentials = server_credentials(
-            TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca), metrics
-        )
+    if tls_cert is not None and tls_key is not None:
+        credentials = server_credentials(TlsFiles(tls_cert, tls_key, tls_client_ca), metrics)
     authorizer = None
-    if args.identity_table is not None:
-        table = load_safely(load_identity_table, args.identity_table)
+    if identity_table is not None:
+        table = load_safely(load_identity_table, identity_table)
         authorizer = Authorizer(table, metrics)
     return credentials, authorizer
 
