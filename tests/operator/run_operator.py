@@ -25,5 +25,8 @@ if __name__ == "__main__":
     configure("info")
     fields = json.loads(sys.argv[1])
     real = fields.pop("loop", "standin") == "real"
+    for name in ("tls_cert", "tls_key", "tls_client_ca", "identity_table"):
+        if fields.get(name) is not None:
+            fields[name] = Path(fields[name])
     cfg = OperatorConfig(**fields, loop_factory=None if real else standin_factory)
     sys.exit(run(cfg))

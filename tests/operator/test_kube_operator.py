@@ -38,9 +38,11 @@ from operator_world import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xds"))
-from envoy_harness import Envoy, Upstreams
+from certs import make_ca, make_cert
+from envoy_harness import Envoy, TlsClient, Upstreams
 
 pytest_plugins = ["kube_fixtures"]
+TLS_FILES = {"tls_cert": "server.crt", "tls_key": "server.key", "tls_client_ca": "ca.crt"}
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -174,14 +176,23 @@ def test_restart_resumes_without_a_jump(world: World) -> None:
 
 
 def test_two_replicas_one_leader_and_failover(world: World) -> None:
-    b = world.start_replica("b", webhook=False)
+    # b serves its xDS port over mTLS (as a mesh would run it); its Envoy presents a certificate
+    # with an Istio-style SPIFFE identity signed by the same CA.
+    certs = world.workdir / "certs"
+    certs.mkdir(exist_ok=True)
+    make_ca(certs, "ca")
+    make_cert(certs, "server", "DNS:localhost,IP:127.0.0.1")
+    make_cert(certs, "gateway", "URI:spiffe://cluster.local/ns/shop/sa/ingress")
+    tls = {name: str(certs / f) for name, f in TLS_FILES.items()}
+    b = world.start_replica("b", webhook=False, tls=tls)
     time.sleep(2 * 0.5 + 0.5)
     leaders = [r for r in world.replicas if r.alive() and r.metric("slate_leader") == 1]
     assert len(leaders) == 1
     old = leaders[0]
     assert old.name != "b" and b.metric("slate_leader") == 0
     # a proxy on the follower gets the same weights
-    envoy_b = world.envoy("envoy-b", b.xds_port)
+    gateway = TlsClient(certs / "ca.crt", certs / "gateway.crt", certs / "gateway.key")
+    envoy_b = world.envoy("envoy-b", b.xds_port, tls=gateway)
     want = weights(world.policy()["status"])
     wait_for(lambda: envoy_b.eds_weights().get("cart"), 20, "follower serves")
     old.kill()

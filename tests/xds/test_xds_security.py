@@ -184,3 +184,88 @@ def test_identity_table_without_mtls_exits_2(
     )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--identity-table" in err, err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--policy", "p.yaml", "--xds-port", "0", "--endpoints", "e.yaml"],
+        ["operator", "--prometheus", "http://127.0.0.1:9090"],
+    ],
+    ids=["run", "operator"],
+)
+def test_every_xds_command_checks_the_security_flags_alike(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`slate run` and `slate operator` take `slate xds serve`'s TLS flags, with its checks."""
+    code = main([*command, "--tls-client-ca", "ca.crt"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--tls-client-ca" in err, err
+
+
+def test_slate_run_serves_its_xds_port_over_mtls(certs: Path, tmp_path: Path) -> None:
+    """`slate run --xds-port` with the TLS flags: an identity in the table gets its view's CLAs,
+    a client without a certificate does not get through the handshake. (Prometheus is not
+    reachable here, so the loop holds and the server serves the endpoints' local-first default.)"""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    table = tmp_path / "ids.yaml"
+    table.write_text(
+        "trust_domain: cluster.local\nidentities:\n"
+        "- {namespace: shop, service_account: frontend, services: [frontend]}\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from slate.cli import main; sys.exit(main())",
+            "run",
+            "--policy",
+            str(root / "examples/policies/shop.yaml"),
+            "--prometheus",
+            "http://127.0.0.1:1",
+            "--endpoints",
+            str(root / "examples/xds/endpoints.yaml"),
+            "--xds-port",
+            "0",
+            "--tls-cert",
+            str(certs / "server.crt"),
+            "--tls-key",
+            str(certs / "server.key"),
+            "--tls-client-ca",
+            str(certs / "ca.crt"),
+            "--identity-table",
+            str(table),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"xDS on 127\.0\.0\.1:(\d+)", line)
+        assert found, (line, proc.stderr.read() if proc.stderr and proc.poll() is not None else "")
+        port = int(found.group(1))
+
+        async def scenario() -> None:
+            got = await ask(port, client_creds(certs, "frontend"))
+            assert isinstance(got, bytes) and "cart" in parse_sotw(got)[1]
+            assert await ask(port, client_creds(certs, None)) == grpc.StatusCode.UNAVAILABLE
+            denied = grpc.StatusCode.PERMISSION_DENIED
+            assert await ask(port, client_creds(certs, "cartsa"), "cart") == denied
+
+        run(scenario())
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
