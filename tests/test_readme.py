@@ -60,3 +60,43 @@ def test_readme_commands_exit_0(tmp_path: Path) -> None:
         )
         if proc.returncode != 0:
             pytest.fail(f"README command `{line}` exited {proc.returncode}: {proc.stderr[-500:]}")
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(file, command) for every `slate ...` line of the code blocks of README.md and docs/*.md,
+    backslash continuations joined, comments, redirections and `&& ...` tails cut off, lines in
+    usage notation (`[--flag]`, `...`) left out."""
+    out: list[tuple[str, str]] = []
+    for path in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        for block in re.findall(r"^\s*```[a-z]*\n(.*?)^\s*```", text, re.S | re.M):
+            joined = re.sub(r"\\\n\s*", " ", block)
+            for line in joined.splitlines():
+                line = line.strip()
+                if not line.startswith("slate "):
+                    continue
+                line = re.split(r"\s+#\s|\s*&&\s|\s*[|>]\s", line)[0].strip()
+                if "[" in line or "..." in line:
+                    continue
+                out.append((path.name, line))
+    return out
+
+
+@pytest.mark.parametrize(("where", "cmd"), documented_commands())
+def test_documented_commands_parse(where: str, cmd: str) -> None:
+    """Every documented command names a real subcommand and real flags with valid values (the
+    ones needing Prometheus, Kubernetes or a long run are parsed, not run)."""
+    import shlex
+
+    from slate.cli import build_parser
+
+    parser = build_parser()
+    try:
+        parser.parse_args(shlex.split(cmd)[1:])
+    except SystemExit as e:
+        pytest.fail(f"{where}: `{cmd}` does not parse (exit {e.code})")
+
+
+def test_documented_commands_are_found() -> None:
+    cmds = {c.split()[1] for _w, c in documented_commands()}
+    assert {"solve", "simulate", "xds", "observe", "run", "operator"} <= cmds, cmds
