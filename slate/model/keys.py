@@ -4,18 +4,21 @@ A key is what one proxy can enforce: (source service, source cluster, destinatio
 Ingress gateways are the source service `ingress`. The rule (scenario-format.md, "Routing and its
 output"): a route's weights are normalised over the clusters that can take the calls (the
 destination is deployed there and the weight is > 0); a key with no route, or whose route names
-no such cluster, goes to the nearest cluster by RTT where the destination is deployed. The
-evaluator, the baselines and the optimizer all apply it through `split_or_nearest`.
+no such cluster, goes to the nearest cluster by RTT where the destination is deployed: its own
+cluster if it is one, else the clusters at the smallest RTT, split equally among them when several
+are equally near (what a proxy does with equal locality weights, so the model predicts what is
+served). The evaluator, the baselines, the optimizer and the xDS views all apply it through
+`split_or_nearest`, with RTTs from the scenario's topology or from ENDPOINTS.yaml (where an
+unknown RTT is None: with none known, every hosting cluster gets an equal share).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from slate.model.scenario import Scenario
-    from slate.model.topology import Topology
 
 INGRESS = "ingress"
 """The source service name of ingress gateways."""
@@ -33,21 +36,43 @@ Split = tuple[tuple[str, float], ...]
 """(destination cluster, share) pairs, shares summing to 1."""
 
 
+class Distances(Protocol):
+    """Where RTTs come from: the scenario's Topology, or the xDS endpoints' optional table."""
+
+    def rtt(self, a: str, b: str) -> float | None: ...
+
+
 def split_or_nearest(
-    topology: Topology,
+    distances: Distances,
     from_cluster: str,
     deployed: Sequence[str],
     weights: Mapping[str, float] | None,
 ) -> Split:
     """The split of one key's calls: `weights` normalised over the usable clusters (in `deployed`,
-    weight > 0), else everything to the deployed cluster nearest `from_cluster` by RTT (ties: the
-    declared cluster order)."""
+    weight > 0), else `nearest_split`."""
     if weights:
         usable = {c: w for c, w in weights.items() if w > 0 and c in deployed}
         total = sum(usable.values())
         if total > 0:
             return tuple((c, w / total) for c, w in usable.items())
-    return ((topology.nearest(from_cluster, list(deployed)), 1.0),)
+    return nearest_split(distances, from_cluster, deployed)
+
+
+def nearest_split(distances: Distances, from_cluster: str, deployed: Sequence[str]) -> Split:
+    """Everything to the deployed cluster nearest `from_cluster`: itself if deployed there, else
+    the clusters at the smallest known RTT, equally (in `deployed`'s order); all of `deployed`
+    equally when no RTT to them is known."""
+    if not deployed:
+        raise ValueError("no candidate cluster")
+    if from_cluster in deployed:
+        return ((from_cluster, 1.0),)
+    known = [(r, c) for c in deployed if (r := distances.rtt(from_cluster, c)) is not None]
+    if known:
+        best = min(r for r, _c in known)
+        near = [c for r, c in known if r == best]
+    else:
+        near = list(deployed)
+    return tuple((c, 1.0 / len(near)) for c in near)
 
 
 def route_keys(scenario: Scenario) -> list[RouteKey]:

@@ -24,7 +24,6 @@ from slate.xds.weights import (  # re-exported: the weight arithmetic lives in w
     destination_weights,
     integer_weights,
     locality_plan,
-    nearest_clusters,
 )
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "destination_weights",
     "integer_weights",
     "locality_plan",
-    "nearest_clusters",
 ]
 
 CLA_TYPE_URL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"

@@ -24,6 +24,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping
 
+from slate.model.keys import split_or_nearest
 from slate.model.routing import Route, Routing
 from slate.xds.endpoints import Endpoints, EndpointSet
 from slate.xds.views import ViewKey
@@ -100,17 +101,6 @@ class RouteIndex:
         return self._destinations.get((view.service, view.cluster), frozenset())
 
 
-def nearest_clusters(view: ViewKey, hosting: list[str], endpoints: EndpointSet) -> dict[str, float]:
-    """Equal weights over the hosting clusters nearest to the view's cluster (see module doc)."""
-    if view.cluster in hosting:
-        return {view.cluster: 1.0}
-    known = [(rtt, c) for c in hosting if (rtt := endpoints.rtt(view.cluster, c)) is not None]
-    if known:
-        best = min(rtt for rtt, _ in known)
-        hosting = [c for rtt, c in known if rtt == best]
-    return {c: 1.0 / len(hosting) for c in hosting}
-
-
 def destination_weights(
     index: RouteIndex, endpoints: EndpointSet, view: ViewKey, name: str
 ) -> dict[str, float] | None:
@@ -124,12 +114,8 @@ def destination_weights(
     hosting = sorted(c for c, eps in by_cluster.items() if eps)
     if not hosting:
         return {}
-    routed = index.route_weights(view, name) or {}
-    usable = {c: w for c, w in routed.items() if w > 0 and c in by_cluster and by_cluster[c]}
-    total = sum(usable.values())
-    if total > 0:
-        return {c: w / total for c, w in sorted(usable.items())}
-    return nearest_clusters(view, hosting, endpoints)
+    split = split_or_nearest(endpoints, view.cluster, hosting, index.route_weights(view, name))
+    return dict(sorted(split))
 
 
 LocalityPlan = tuple[tuple[str, int, int], ...]

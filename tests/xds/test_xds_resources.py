@@ -222,3 +222,20 @@ def test_cla_writer_matches_protobuf_byte_for_byte(
     )
     assert writer.cla("cart.ep1", plan, by_cluster) == expected
     assert writer.cla("cart.ep1", plan, by_cluster) == expected  # from the memo
+
+
+def test_model_and_xds_agree_on_the_default_of_an_unrouted_key() -> None:
+    """The evaluator and the baselines predict an unrouted key's split with the same rule the
+    views serve: two clusters equally near share equally (no declared-order tie-break)."""
+    from slate.model.keys import split_or_nearest
+    from slate.model.topology import Topology
+
+    clusters = ("us-west", "us-east", "eu")
+    rtt = ((0.0, 60.0, 60.0), (60.0, 0.0, 80.0), (60.0, 80.0, 0.0))
+    topology = Topology(clusters, rtt, tuple((0.0,) * 3 for _ in clusters))
+    table = {("us-west", "us-east"): 60.0, ("us-west", "eu"): 60.0, ("us-east", "eu"): 80.0}
+    served = destination_weights(
+        index(), EndpointSet({"cart": eps("us-east", "eu")}, table), FE_WEST, "cart"
+    )
+    predicted = dict(split_or_nearest(topology, "us-west", ("us-east", "eu"), None))
+    assert served == predicted == {"eu": 0.5, "us-east": 0.5}
