@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from slate.model.errors import InputError
 from slate.xds.cli import (
+    add_metrics_tls_arguments,
     add_security_arguments,
     check_security_arguments,
     host_port,
+    metrics_tls_from_args,
     security_from_args,
 )
 
@@ -49,6 +51,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--xds-port", type=int, default=None, help="serve xDS here (needs --endpoints)")
     add_security_arguments(p)
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="/metrics listen address (loopback default)"
+    )
+    add_metrics_tls_arguments(p)
     p.add_argument("--routes-file", type=Path, default=None, help="also write routes here")
     p.add_argument("--state", type=Path, default=None, help="loop state file (resume on restart)")
     p.add_argument("--once", action="store_true", help="run one interval, print its report, exit")
@@ -320,6 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("slate.control")
     check_security_arguments(args)  # flags before files, as `slate xds serve`
+    metrics_tls = metrics_tls_from_args(args)
     if args.tls_cert is not None and args.xds_port is None:
         raise InputError("--tls-cert", "secures the xDS port: needs --xds-port")
     policy = _policy(args.policy)
@@ -382,7 +389,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"slate run: xDS on {host_port(args.xds_host, port)}", flush=True)
     if metrics is not None:
         try:
-            metrics.serve(args.metrics_port)
+            metrics.serve(args.metrics_port, args.metrics_host, metrics_tls)
         except OSError as e:
             raise InputError("--metrics-port", f"cannot listen: {e.strerror}") from None
     stop = threading.Event()
@@ -465,10 +472,10 @@ class _LoopMetrics:
         for phase, v in (("query", t.query_s), ("learn", t.learn_s), ("solve", t.solve_s)):
             self.seconds.labels(phase).observe(v)
 
-    def serve(self, port: int) -> None:
-        from prometheus_client import start_http_server
+    def serve(self, port: int, host: str, tls: Any = None) -> None:
+        from slate.xds.metrics import serve_http
 
-        start_http_server(port, "127.0.0.1", registry=self.registry)
+        serve_http(self.registry, port, host, tls=tls)
 
 
 class _XdsThread:

@@ -51,6 +51,7 @@ from slate.xds.endpoints import EndpointSet
 from slate.xds.follower import FollowerCache
 from slate.xds.metrics import XdsMetrics
 from slate.xds.resources import ClaOptions
+from slate.xds.security import https_context
 from slate.xds.server import XdsServer
 
 log = logging.getLogger("slate.operator")
@@ -82,6 +83,10 @@ class OperatorConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     identity_table: Path | None = None
+    metrics_tls_cert: Path | None = None
+    """/metrics over HTTPS (with metrics_tls_key); metrics_tls_client_ca: client certificates."""
+    metrics_tls_key: Path | None = None
+    metrics_tls_client_ca: Path | None = None
     loop_factory: LoopFactory | None = None
     ready_file: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -286,7 +291,12 @@ class Operator:
         http = None
         ready = f"slate operator: xds on {cfg.host}:{self.xds_port}"
         if cfg.metrics_port is not None:
-            http, _t = self.xds_metrics.serve_http(cfg.metrics_port, cfg.host)
+            tls = None
+            if cfg.metrics_tls_cert is not None and cfg.metrics_tls_key is not None:
+                tls = https_context(
+                    cfg.metrics_tls_cert, cfg.metrics_tls_key, cfg.metrics_tls_client_ca
+                )
+            http, _t = self.xds_metrics.serve_http(cfg.metrics_port, cfg.host, tls=tls)
             ready += f" metrics on {cfg.host}:{http.server_port}"
         liveness = await _serve_liveness(cfg.liveness) if cfg.liveness else None
         debounce = asyncio.create_task(self.debouncer.run(), name="debounce")

@@ -16,7 +16,12 @@ from urllib.parse import urlparse
 
 from slate.logs import LEVELS, configure
 from slate.model.errors import InputError
-from slate.xds.cli import add_security_arguments, check_security_arguments
+from slate.xds.cli import (
+    add_metrics_tls_arguments,
+    add_security_arguments,
+    check_security_arguments,
+    metrics_tls_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--xds-port", type=int, default=18000, help="xDS gRPC port (default 18000)")
     add_security_arguments(p)
+    add_metrics_tls_arguments(p)
     p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
     p.add_argument(
         "--liveness",
@@ -109,6 +115,7 @@ def run_operator(args: argparse.Namespace) -> int:
         if live.scheme != "http" or not live.port:
             raise InputError("--liveness", f"must be http://HOST:PORT/PATH, got {args.liveness!r}")
     check_security_arguments(args)
+    metrics_tls_from_args(args)  # checked (and the files read) before anything starts
     if not args.lease_seconds >= 2:
         raise InputError("--lease-seconds", f"must be >= 2, got {args.lease_seconds}")
     if args.kubeconfig and not os.path.exists(args.kubeconfig):
@@ -139,5 +146,8 @@ def run_operator(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         identity_table=args.identity_table,
+        metrics_tls_cert=args.metrics_tls_cert,
+        metrics_tls_key=args.metrics_tls_key,
+        metrics_tls_client_ca=args.metrics_tls_client_ca,
     )
     return run(cfg)

@@ -26,6 +26,8 @@ from slate.xds.endpoints import EndpointSet, StaticEndpointSource
 from slate.xds.filewatch import describe_failure, file_signature, load_safely, watch_file
 
 if TYPE_CHECKING:  # grpc, protobuf and prometheus_client load only when serving (fast --help)
+    import ssl
+
     from slate.xds.cache import XdsCache
     from slate.xds.metrics import XdsMetrics
 
@@ -57,6 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="listen address of /metrics and /healthz, separate from --host (default 127.0.0.1)",
     )
     add_security_arguments(s)
+    add_metrics_tls_arguments(s)
     s.add_argument(
         "--istio-tls-metadata",
         action="store_true",
@@ -119,6 +122,7 @@ def serve(args: argparse.Namespace) -> int:
     metrics = XdsMetrics()
     # flags and certificates first: InputError -> exit 2
     security = security_from_args(args, metrics)
+    metrics_tls = metrics_tls_from_args(args)
     routes_signature = file_signature(args.routes)
     routing = load_safely(load_routing, args.routes)  # any failure -> InputError -> exit 2
     source = StaticEndpointSource(
@@ -134,7 +138,7 @@ def serve(args: argparse.Namespace) -> int:
         ClaOptions(weight_total=args.weight_total, istio_tls_metadata=args.istio_tls_metadata),
         metrics,
     )
-    return asyncio.run(_run(args, cache, source, metrics, routes_signature, security))
+    return asyncio.run(_run(args, cache, source, metrics, routes_signature, security, metrics_tls))
 
 
 async def _run(
@@ -144,6 +148,7 @@ async def _run(
     metrics: XdsMetrics,
     routes_signature: tuple[int, int, int] | None,
     security: tuple[Any, Any],
+    metrics_tls: ssl.SSLContext | None = None,
 ) -> int:
     from slate.xds.protocol import Limits
     from slate.xds.server import XdsServer, tune_gc
@@ -162,7 +167,10 @@ async def _run(
     if args.metrics_port is not None:
         try:
             http, _thread = metrics.serve_http(
-                args.metrics_port, args.metrics_host, healthy=lambda: server.serving
+                args.metrics_port,
+                args.metrics_host,
+                healthy=lambda: server.serving,
+                tls=metrics_tls,
             )
         except OSError as e:
             await server.stop(grace=0)
@@ -225,6 +233,39 @@ def add_security_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="YAML: which SPIFFE identities may read which services' views (needs mTLS)",
     )
+
+
+def add_metrics_tls_arguments(p: argparse.ArgumentParser) -> None:
+    """HTTPS (and client certificates) for the /metrics and /healthz port."""
+    p.add_argument(
+        "--metrics-tls-cert", type=Path, help="PEM certificate: serve /metrics over HTTPS"
+    )
+    p.add_argument("--metrics-tls-key", type=Path, help="PEM private key of --metrics-tls-cert")
+    p.add_argument(
+        "--metrics-tls-client-ca",
+        type=Path,
+        help="PEM CA: /metrics only for clients with a certificate it signed",
+    )
+
+
+def metrics_tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The /metrics port's SSLContext (None without the flags); InputError naming the flag when
+    they do not go together or a file cannot be used."""
+    if (args.metrics_tls_cert is None) != (args.metrics_tls_key is None):
+        raise InputError(
+            "--metrics-tls-cert", "--metrics-tls-cert and --metrics-tls-key go together"
+        )
+    if args.metrics_tls_client_ca is not None and args.metrics_tls_cert is None:
+        raise InputError(
+            "--metrics-tls-client-ca", "needs --metrics-tls-cert and --metrics-tls-key"
+        )
+    if args.metrics_tls_cert is None:
+        return None
+    if args.metrics_port is None:
+        raise InputError("--metrics-tls-cert", "secures the metrics port: needs --metrics-port")
+    from slate.xds.security import https_context
+
+    return https_context(args.metrics_tls_cert, args.metrics_tls_key, args.metrics_tls_client_ca)
 
 
 def check_security_arguments(args: argparse.Namespace) -> None:

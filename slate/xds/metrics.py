@@ -5,7 +5,9 @@ Labels: `api` = ads | eds, `mode` = sotw | delta, `view` = `service@cluster`.
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -13,6 +15,8 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+log = logging.getLogger("slate.xds")
 
 
 class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -106,29 +110,67 @@ class XdsMetrics:
         self.last_reload_success.labels(file).set_to_current_time()
 
     def serve_http(
-        self, port: int, host: str = "127.0.0.1", healthy: Callable[[], bool] | None = None
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        healthy: Callable[[], bool] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> tuple[WSGIServer, threading.Thread]:
-        """Serve /metrics, and /healthz (200 while `healthy()`, else 503), on host:port from a
-        daemon thread (port 0 picks a free one; IPv6 literals work)."""
-        metrics_app = make_wsgi_app(self.registry)
+        """`serve_http` of this registry."""
+        return serve_http(self.registry, port, host, healthy, tls)
 
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if environ.get("PATH_INFO") == "/healthz":
-                ok = healthy() if healthy is not None else True
-                status = "200 OK" if ok else "503 Service Unavailable"
-                start_response(status, [("Content-Type", "text/plain")])
-                return [b"ok\n" if ok else b"not serving\n"]
-            result: Iterable[bytes] = metrics_app(environ, start_response)
-            return result
 
-        class Server(ThreadingWSGIServer):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def serve_http(
+    registry: CollectorRegistry,
+    port: int,
+    host: str = "127.0.0.1",
+    healthy: Callable[[], bool] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve /metrics, and /healthz (200 while `healthy()`, else 503), on host:port from a
+    daemon thread (port 0 picks a free one; IPv6 literals work); HTTPS with `tls` (a server
+    context; with a client CA loaded and CERT_REQUIRED, only clients with a certificate it signed).
 
-        class Quiet(WSGIRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+    Hand-written rather than prometheus_client's start_http_server because /healthz shares the
+    port, and the TLS handshake runs in each request's thread: a client that stalls mid-handshake
+    holds its own thread (10 s at most), never the accept loop."""
+    metrics_app = make_wsgi_app(registry)
 
-        httpd = make_server(host.strip("[]"), port, app, Server, handler_class=Quiet)
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        return httpd, thread
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok = healthy() if healthy is not None else True
+            status = "200 OK" if ok else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"not serving\n"]
+        result: Iterable[bytes] = metrics_app(environ, start_response)
+        return result
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # A failed handshake or a client gone mid-request: not worth a traceback on stderr.
+            log.debug("metrics_http_error peer=%s", str(client_address)[:64])
+
+    class Quiet(WSGIRequestHandler):
+        def setup(self) -> None:
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.settimeout(HANDSHAKE_TIMEOUT_S)
+                self.request.do_handshake()
+                self.request.settimeout(None)
+            super().setup()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = make_server(host.strip("[]"), port, app, Server, handler_class=Quiet)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(
+            httpd.socket, server_side=True, do_handshake_on_connect=False
+        )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd, thread
+
+
+HANDSHAKE_TIMEOUT_S = 10.0

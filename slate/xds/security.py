@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,31 @@ def server_credentials(
     return grpc.dynamic_ssl_server_credentials(
         initial, fetch, require_client_authentication=files.client_ca is not None
     )
+
+
+def https_context(
+    cert: Path, key: Path, client_ca: Path | None = None, flag: str = "--metrics-tls"
+) -> ssl.SSLContext:
+    """A server SSLContext for the HTTP ports (/metrics, /healthz): TLS 1.2+, and with
+    `client_ca` only clients presenting a certificate it signed (mTLS). InputError naming
+    `{flag}-cert` / `-key` / `-client-ca` when a file cannot be read or used. Read once, at
+    start-up (unlike the xDS port, the metrics port does not follow rotations: restart)."""
+    for path, which in ((cert, "cert"), (key, "key"), (client_ca, "client-ca")):
+        if path is not None:
+            _read(path, f"{flag}-{which}")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise InputError(f"{flag}-cert", f"cannot use {cert} with {key}: {e.reason}") from None
+    if client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except ssl.SSLError as e:
+            raise InputError(f"{flag}-client-ca", f"cannot use {client_ca}: {e.reason}") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 @dataclass(frozen=True)

@@ -198,18 +198,25 @@ def test_every_xds_command_checks_the_security_flags_alike(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`slate run` and `slate operator` take `slate xds serve`'s TLS flags, with its checks."""
-    code = main([*command, "--tls-client-ca", "ca.crt"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "--tls-client-ca" in err, err
+    for flags, named in (
+        (["--tls-client-ca", "ca.crt"], "--tls-client-ca"),
+        (["--metrics-tls-key", "k.pem"], "--metrics-tls-cert"),
+        (["--metrics-tls-cert", "c.pem", "--metrics-tls-key", "k.pem"], "--metrics-tls-cert"),
+    ):
+        code = main([*command, *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and named in err, (flags, err)
 
 
 def test_slate_run_serves_its_xds_port_over_mtls(certs: Path, tmp_path: Path) -> None:
     """`slate run --xds-port` with the TLS flags: an identity in the table gets its view's CLAs,
-    a client without a certificate does not get through the handshake. (Prometheus is not
-    reachable here, so the loop holds and the server serves the endpoints' local-first default.)"""
+    a client without a certificate does not get through the handshake; /metrics likewise.
+    (Prometheus is not reachable here, so the loop holds and the server serves the endpoints'
+    local-first default.)"""
     import os
     import re
     import signal
+    import socket
     import subprocess
     import sys
 
@@ -219,6 +226,9 @@ def test_slate_run_serves_its_xds_port_over_mtls(certs: Path, tmp_path: Path) ->
         "- {namespace: shop, service_account: frontend, services: [frontend]}\n"
     )
     root = Path(__file__).resolve().parents[2]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -241,6 +251,14 @@ def test_slate_run_serves_its_xds_port_over_mtls(certs: Path, tmp_path: Path) ->
             str(certs / "ca.crt"),
             "--identity-table",
             str(table),
+            "--metrics-port",
+            str(metrics_port),
+            "--metrics-tls-cert",
+            str(certs / "server.crt"),
+            "--metrics-tls-key",
+            str(certs / "server.key"),
+            "--metrics-tls-client-ca",
+            str(certs / "ca.crt"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -261,6 +279,10 @@ def test_slate_run_serves_its_xds_port_over_mtls(certs: Path, tmp_path: Path) ->
             assert await ask(port, client_creds(certs, "cartsa"), "cart") == denied
 
         run(scenario())
+        # /metrics over HTTPS for a client with a certificate: the loop's and the xDS series.
+        url = f"https://127.0.0.1:{metrics_port}/metrics"
+        assert https_get(url, certs, "frontend") == 200
+        assert https_get(url, certs, None) != 200
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     finally:
@@ -269,3 +291,73 @@ def test_slate_run_serves_its_xds_port_over_mtls(certs: Path, tmp_path: Path) ->
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def https_get(url: str, certs: Path, who: str | None) -> int | str:
+    """GET over HTTPS trusting `ca`, with `who`'s client certificate: the status, or the error."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    if who is not None:
+        ctx.load_cert_chain(certs / f"{who}.crt", certs / f"{who}.key")
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
+            return int(r.status)
+    except (urllib.error.URLError, ssl.SSLError, ConnectionError) as e:
+        return type(e).__name__
+
+
+def test_metrics_port_serves_https_and_requires_client_certificates(certs: Path) -> None:
+    """/metrics and /healthz over HTTPS; with a client CA, only clients it signed; a client that
+    opens a connection and never handshakes does not block the others."""
+    import socket
+    import urllib.request
+
+    from slate.xds.metrics import serve_http
+    from slate.xds.security import https_context
+
+    metrics = XdsMetrics()
+    tls = https_context(certs / "server.crt", certs / "server.key")
+    httpd, _t = serve_http(metrics.registry, 0, tls=tls)
+    try:
+        port = httpd.server_port
+        assert https_get(f"https://127.0.0.1:{port}/metrics", certs, None) == 200
+        with pytest.raises(Exception):  # noqa: B017 - plaintext gets no HTTP answer
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    finally:
+        httpd.shutdown()
+
+    mtls = https_context(certs / "server.crt", certs / "server.key", certs / "ca.crt")
+    httpd, _t = serve_http(metrics.registry, 0, tls=mtls)
+    try:
+        port = httpd.server_port
+        stalled = socket.create_connection(("127.0.0.1", port))  # never says a word
+        try:
+            assert https_get(f"https://127.0.0.1:{port}/healthz", certs, "frontend") == 200
+            assert https_get(f"https://127.0.0.1:{port}/metrics", certs, None) != 200
+        finally:
+            stalled.close()
+    finally:
+        httpd.shutdown()
+
+
+def test_a_certificate_that_does_not_match_its_key_is_named(
+    certs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "run",
+            "--policy",
+            "p.yaml",
+            "--metrics-port",
+            "0",
+            "--metrics-tls-cert",
+            str(certs / "server.crt"),
+            "--metrics-tls-key",
+            str(certs / "frontend.key"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--metrics-tls-cert" in err, err
