@@ -26,6 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "kube-apiserver.sh"
 CRD = ROOT / "crds" / "trafficpolicy.yaml"
+OPERATOR_USER = "slate-operator"
+"""A token user standing for the operator's ServiceAccount (no controller-manager mints tokens)."""
 
 
 def kubectl_binary() -> str:
@@ -79,6 +81,8 @@ class KubeApi:
     token: str
     kubeconfig: Path
     _procs: list[subprocess.Popen[bytes]]
+    operator_kubeconfig: Path
+    """The user OPERATOR_USER: no rights until a test binds deploy/rbac*.yaml's roles to it."""
 
     @property
     def url(self) -> str:
@@ -112,7 +116,12 @@ class KubeApi:
             )
         )  # fmt: skip
         token = os.urandom(16).hex()
-        (workdir / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+        # admin for the tests; slate-operator (no groups) holds only what deploy/rbac*.yaml grant
+        operator_token = os.urandom(16).hex()
+        (workdir / "tokens.csv").write_text(
+            f'{token},admin,admin,"system:masters"\n'
+            f"{operator_token},{OPERATOR_USER},{OPERATOR_USER}\n"
+        )
         key = workdir / "sa.key"
         subprocess.run(
             ["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
@@ -145,7 +154,13 @@ class KubeApi:
         kubeconfig.write_text(
             yaml.safe_dump(kubeconfig_doc(name, f"https://127.0.0.1:{api_port}", token))
         )
-        api = KubeApi(name, workdir, api_port, token, kubeconfig, procs)
+        operator_kubeconfig = workdir / "kubeconfig-operator"
+        operator_kubeconfig.write_text(
+            yaml.safe_dump(
+                kubeconfig_doc(name, f"https://127.0.0.1:{api_port}", operator_token, OPERATOR_USER)
+            )
+        )
+        api = KubeApi(name, workdir, api_port, token, kubeconfig, procs, operator_kubeconfig)
         try:
             api.wait_ready(timeout)
         except BaseException:
@@ -237,14 +252,14 @@ class KubeApi:
                 p.wait()
 
 
-def kubeconfig_doc(name: str, server: str, token: str) -> dict[str, Any]:
+def kubeconfig_doc(name: str, server: str, token: str, user: str = "admin") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {"name": name, "cluster": {"server": server, "insecure-skip-tls-verify": True}}
         ],
-        "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": "admin"}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
         "current-context": name,
     }

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kube_harness import KubeApi, free_port
+import yaml
+from kube_harness import OPERATOR_USER, KubeApi, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xds"))
 from envoy_harness import ENVOY, Envoy, TlsClient, Transport, Upstreams, bootstrap
@@ -117,7 +118,7 @@ class World:
         xds, metrics = free_port(), free_port()
         cfg = {
             "loop": loop,
-            "kubeconfig": str(self.kube.kubeconfig),
+            "kubeconfig": str(self.kube.operator_kubeconfig),  # only deploy/rbac.yaml's rights
             "prometheus": prometheus,
             "namespaces": None,
             "xds_port": xds,
@@ -226,7 +227,9 @@ def prepare_clusters(kube: KubeApi, remote: KubeApi, ups: Upstreams) -> None:
         )
     for api in (kube, remote):
         ensure(api, "/api/v1/namespaces", {"metadata": {"name": "shop"}})
-    ensure(kube, "/api/v1/namespaces", {"metadata": {"name": "slate-system"}})
+    for api in (kube, remote):
+        ensure(api, "/api/v1/namespaces", {"metadata": {"name": "slate-system"}})
+    grant_operator_rbac(kube, remote)
     east = ups.servers["us-east"][0].server_address[1]
     ensure(kube, SLICES, slice_doc("cart-east-0", east))
     west0 = ups.servers["us-west"][0].server_address[1]
@@ -237,6 +240,33 @@ def prepare_clusters(kube: KubeApi, remote: KubeApi, ups: Upstreams) -> None:
             "name": "cluster-us-west",
             "labels": {"slate.dev/cluster": "us-west"},
         },
-        "data": {"kubeconfig": base64.b64encode(remote.kubeconfig.read_bytes()).decode()},
+        "data": {"kubeconfig": base64.b64encode(remote.operator_kubeconfig.read_bytes()).decode()},
     }
     ensure(kube, "/api/v1/namespaces/slate-system/secrets", secret)
+
+
+def grant_operator_rbac(kube: KubeApi, remote: KubeApi) -> None:
+    """deploy/rbac.yaml in the local cluster and deploy/rbac-remote.yaml in the remote one, as
+    shipped, with their roles bound also to the test's operator user (the API server here mints
+    no ServiceAccount tokens): the operator replicas run with exactly those rights."""
+    for api, manifest, roles in (
+        (kube, "rbac.yaml", [("ClusterRole", "slate-operator"), ("Role", "slate-operator")]),
+        (remote, "rbac-remote.yaml", [("ClusterRole", "slate-reader")]),
+    ):
+        done = api.kubectl("apply", "-f", str(ROOT / "deploy" / manifest))
+        assert done.returncode == 0, done.stderr
+        for kind, name in roles:
+            meta = {"name": f"{name}-test-user"}
+            if kind == "Role":
+                meta["namespace"] = "slate-system"
+            binding = {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": f"{kind}Binding",
+                "metadata": meta,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}
+                ],
+            }
+            done = api.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding))
+            assert done.returncode == 0, done.stderr

@@ -237,3 +237,65 @@ def test_delete_cleans_up(world: World) -> None:
         )
 
     wait_for(local_first, 20, "Envoy on local-first after the delete")
+
+
+DR_CRD = {
+    # Istio's DestinationRule CRD, reduced to what an API server needs to store the objects
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "destinationrules.networking.istio.io"},
+    "spec": {
+        "group": "networking.istio.io",
+        "names": {"kind": "DestinationRule", "plural": "destinationrules", "singular": "dr"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+RULES = "/apis/networking.istio.io/v1beta1/namespaces/shop/destinationrules"
+
+
+def test_destination_rule_output_writes_rules_and_removes_them_on_delete(world: World) -> None:
+    """spec.output: destinationRule, with the operator holding only deploy/rbac.yaml's rights:
+    the leader writes one DestinationRule per routed service (localityLbSetting.distribute
+    summing to 100 per source locality), and deleting the policy removes them (finalizer)."""
+    done = world.kube.kubectl("apply", "-f", "-", input=json.dumps(DR_CRD))
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: _lists(world, RULES), 30, "the DestinationRule CRD served")
+    assert world.leader() is not None
+    apply_policy(world, output="destinationRule")
+
+    def rules() -> list[dict[str, Any]]:
+        return list(world.kube.request("GET", RULES)["items"])
+
+    got = wait_for(
+        lambda: [r for r in rules() if r["metadata"]["name"] == "slate-shop-cart"], 30, "a rule"
+    )
+    spec = got[0]["spec"]
+    assert spec["host"].startswith("cart")
+    lb = spec["trafficPolicy"]["loadBalancer"]["localityLbSetting"]
+    for d in lb["distribute"]:
+        assert sum(d["to"].values()) == 100, d
+    assert world.policy()["metadata"].get("finalizers"), "no finalizer for the rules"
+    done = world.kube.kubectl("delete", "tp", "shop", "-n", "shop", "--wait=true", "--timeout=30s")
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: not rules(), 20, "DestinationRules removed")
+
+
+def _lists(world: World, path: str) -> bool:
+    try:
+        world.kube.request("GET", path)
+    except urllib.error.HTTPError:
+        return False
+    return True

@@ -351,3 +351,25 @@ def test_policies_created_together_spread_over_the_interval() -> None:
     slot = now + first
     assert until_slot(slot + 2.5, 30.0, "shop/p0") == pytest.approx(27.5)  # a 2.5 s step
     assert until_slot(slot, 30.0, "shop/p0") == pytest.approx(30.0)
+
+
+def test_shipped_rbac_has_no_wildcards_and_no_cluster_wide_secrets() -> None:
+    """deploy/rbac*.yaml: no `*` anywhere, Secrets and Leases only through the namespaced Role,
+    nothing that writes pods, RBAC or webhooks beyond the operator's own configuration name."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("rbac.yaml", "rbac-remote.yaml"):
+        docs = list(yaml.safe_load_all((root / "deploy" / name).read_text()))
+        for doc in docs:
+            for rule in doc.get("rules", []):
+                for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                    assert "*" not in rule.get(field, []), (name, rule)
+                if doc["kind"] == "ClusterRole":
+                    assert not {"secrets", "leases", "pods"} & set(rule["resources"]), rule
+                    writes = set(rule["verbs"]) - {"get", "list", "watch"}
+                    if "webhookconfigurations" in " ".join(rule["resources"]) and writes - {
+                        "create"
+                    }:
+                        assert rule.get("resourceNames"), rule
+                assert not any(r.startswith(("roles", "clusterroles")) for r in rule["resources"])
