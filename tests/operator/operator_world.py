@@ -18,10 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from kube_harness import OPERATOR_USER, KubeApi, free_port
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xds"))
 from envoy_harness import ENVOY, Envoy, TlsClient, Transport, Upstreams, bootstrap
+from kube_harness import OPERATOR_USER, KubeApi, free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

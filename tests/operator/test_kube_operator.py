@@ -14,15 +14,15 @@ serving; delete cleans up and puts the Envoy back on local-first.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import urllib.error
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from certs import make_ca, make_cert
+from envoy_harness import Envoy, TlsClient, Upstreams
 from kube_harness import KubeApi
 from operator_world import (
     LEASE_S,
@@ -36,10 +36,6 @@ from operator_world import (
     wait_for,
     weights,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xds"))
-from certs import make_ca, make_cert
-from envoy_harness import Envoy, TlsClient, Upstreams
 
 pytest_plugins = ["kube_fixtures"]
 TLS_FILES = {"tls_cert": "server.crt", "tls_key": "server.key", "tls_client_ca": "ca.crt"}

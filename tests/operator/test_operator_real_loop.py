@@ -19,15 +19,14 @@ default routing (local first).
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from envoy_harness import Envoy, Upstreams
 from kube_harness import KubeApi
 from operator_world import World, conditions, prepare_clusters, wait_for, weights
 from prometheus_harness import SimulatedPrometheus
@@ -38,9 +37,6 @@ from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer import baselines
 from slate.optimizer.solve import solve
 from slate.sim.istio_metrics import truth_latency_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xds"))
-from envoy_harness import Envoy, Upstreams
 
 pytest_plugins = ["kube_fixtures"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
