@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +54,7 @@ MAX_LABEL_CHARS = 80
 """Label values (client-controlled strings) are truncated to this in problem messages."""
 
 Grid = npt.NDArray[np.float64]
+K = TypeVar("K", bound=Hashable)
 
 
 def _short(value: str) -> str:
@@ -158,21 +160,43 @@ class _Ctx:
             )
         return eid
 
-    def align(self, r: SeriesResult) -> npt.NDArray[np.float64]:
-        """A range answer's points on the grid (NaN where absent)."""
-        out = np.full(len(self.grid), np.nan)
-        if len(r.times) == 0:
-            return out
-        idx = np.rint((r.times - self.grid[0]) / self.step).astype(int)
-        ok = (idx >= 0) & (idx < len(self.grid))
-        out[idx[ok]] = r.values[ok]
-        return out
-
 
 def _nan_add(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Sum where either has a value (like PromQL's sum over series): NaN only where both are."""
     na, nb = np.isnan(a), np.isnan(b)
     return np.where(na, b, np.where(nb, a, a + b))
+
+
+def _grouped(
+    ctx: _Ctx, rows: list[SeriesResult], keys: list[K | None]
+) -> dict[K, npt.NDArray[np.float64]]:
+    """The series of `rows` on the grid, summed per key (None: left out), with `_nan_add`'s
+    meaning (NaN only where no series of the key has a point), in one numpy pass: the per-series
+    align-and-add was most of an observation's time at 10 clusters x 100 services."""
+    order: dict[K, int] = {}
+    gids: list[int] = []
+    kept: list[SeriesResult] = []
+    for r, k in zip(rows, keys, strict=True):
+        if k is None:
+            continue
+        gids.append(order.setdefault(k, len(order)))
+        kept.append(r)
+    if not kept:
+        return {}
+    n = len(ctx.grid)
+    lens = np.fromiter((len(r.times) for r in kept), dtype=np.int64, count=len(kept))
+    times = np.concatenate([r.times for r in kept])
+    values = np.concatenate([r.values for r in kept])
+    group = np.repeat(np.asarray(gids, dtype=np.int64), lens)
+    idx = np.rint((times - ctx.grid[0]) / ctx.step).astype(np.int64)
+    ok = (idx >= 0) & (idx < n)
+    flat = group[ok] * n + idx[ok]
+    size = len(order) * n
+    total = np.bincount(flat, weights=values[ok], minlength=size)
+    seen = np.bincount(flat, minlength=size) > 0
+    total[~seen] = np.nan
+    table = total.reshape(len(order), n)
+    return {k: table[i] for k, i in order.items()}
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -255,39 +279,33 @@ def _build(
     nan = np.full(len(ctx.grid), np.nan)
 
     # inbound per station and endpoint (destination-reported)
-    inbound: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
+    in_keys: list[tuple[str, str, str] | None] = []
     for r in a["inbound"]:
         svc, c = r.labels.get(DST_SVC, ""), r.labels.get(DST_CLUSTER, "")
-        if svc not in ctx.services:
-            continue
-        eid = ctx.endpoint_id(svc, r.labels.get(ep_label, ""))
-        if eid is None:
-            continue
-        cur = inbound[(svc, c)].get(eid, nan)
-        inbound[(svc, c)][eid] = _nan_add(cur, ctx.align(r))
+        eid = ctx.endpoint_id(svc, r.labels.get(ep_label, "")) if svc in ctx.services else None
+        in_keys.append(None if eid is None else (svc, c, eid))
+    inbound: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
+    for (svc, c, eid), got in _grouped(ctx, a["inbound"], in_keys).items():
+        inbound[(svc, c)][eid] = got
 
     # calls (source-reported), per (from, from cluster, to endpoint, to cluster)
-    calls: dict[tuple[str, str, str, str], npt.NDArray[np.float64]] = {}
+    call_keys: list[tuple[str, str, str, str] | None] = []
     for r in a["calls"]:
         dsvc = r.labels.get(DST_SVC, "")
-        if dsvc not in ctx.services:
-            continue
-        eid = ctx.endpoint_id(dsvc, r.labels.get(ep_label, ""))
+        eid = ctx.endpoint_id(dsvc, r.labels.get(ep_label, "")) if dsvc in ctx.services else None
         if eid is None:
+            call_keys.append(None)
             continue
         ssvc = r.labels.get(SRC_SVC, "")
         frm = ssvc if ssvc in ctx.services else INGRESS
-        ck = (frm, r.labels.get(SRC_CLUSTER, ""), eid, r.labels.get(DST_CLUSTER, ""))
-        calls[ck] = _nan_add(calls.get(ck, nan), ctx.align(r))
+        call_keys.append((frm, r.labels.get(SRC_CLUSTER, ""), eid, r.labels.get(DST_CLUSTER, "")))
+    calls = _grouped(ctx, a["calls"], call_keys)
 
     def by_station(
         name: str, svc_l: str, c_l: str
     ) -> dict[tuple[str, str], npt.NDArray[np.float64]]:
-        out: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
-        for r in a[name]:
-            k = (r.labels.get(svc_l, ""), r.labels.get(c_l, ""))
-            out[k] = _nan_add(out.get(k, nan), ctx.align(r))
-        return out
+        rows = a[name]
+        return _grouped(ctx, rows, [(r.labels.get(svc_l, ""), r.labels.get(c_l, "")) for r in rows])
 
     dur_sum = by_station("dur_sum", DST_SVC, DST_CLUSTER)
     dur_count = by_station("dur_count", DST_SVC, DST_CLUSTER)
@@ -297,24 +315,32 @@ def _build(
     class_sum: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
     class_count: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
     for name, into_ in (("dur_sum", class_sum), ("dur_count", class_count)):
+        keys: list[tuple[str, str, str] | None] = []
         for r in a[name]:
             svc, c = r.labels.get(DST_SVC, ""), r.labels.get(DST_CLUSTER, "")
-            if svc not in ctx.services:
-                continue
-            eid = ctx.endpoint_id(svc, r.labels.get(ep_label, ""))
-            if eid is None:
-                continue
-            into_[(svc, c)][eid] = _nan_add(into_[(svc, c)].get(eid, nan), ctx.align(r))
+            eid = ctx.endpoint_id(svc, r.labels.get(ep_label, "")) if svc in ctx.services else None
+            keys.append(None if eid is None else (svc, c, eid))
+        for (svc, c, eid), got in _grouped(ctx, a[name], keys).items():
+            into_[(svc, c)][eid] = got
 
-    outbound: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
-    ingress_s: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
+    # the calls again, summed per ingress (endpoint, cluster) and per caller station
+    call_rows = a["calls"]
+    ingress_s = _grouped(
+        ctx,
+        call_rows,
+        [(k[2], k[1]) if k is not None and k[0] == INGRESS else None for k in call_keys],
+    )
+    out_by: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
+    outbound_g = _grouped(
+        ctx,
+        call_rows,
+        [(k[0], k[1], k[2]) if k is not None and k[0] != INGRESS else None for k in call_keys],
+    )
+    for (frm, fc, eid), got in outbound_g.items():
+        out_by[(frm, fc)][eid] = got
+    outbound = out_by
     into: dict[tuple[str, str], float] = defaultdict(float)  # source-reported rps into a station
-    for (frm, fc, eid, tc), cs in calls.items():
-        if frm == INGRESS:
-            ingress_s[(eid, fc)] = _nan_add(ingress_s.get((eid, fc), nan), cs)
-        else:
-            cur = outbound[(frm, fc)].get(eid, nan)
-            outbound[(frm, fc)][eid] = _nan_add(cur, cs)
+    for (_frm, _fc, eid, tc), cs in calls.items():
         last = cs[-1]
         if last == last:
             into[(eid.split(".", 1)[0], tc)] += float(last)

@@ -301,3 +301,29 @@ def test_json_has_the_observe_contract_fields(boutique_obs: Observation) -> None
     assert {r["source"] for r in doc["rtt_ms"]} == {"measured"}
     assert set(doc["bytes_kb"][0]) == {"from_service", "to", "request_kb", "response_kb"}
     assert doc["problems"] == []
+
+
+def test_series_are_summed_per_key_on_the_grid_with_promql_nan_meaning() -> None:
+    """_grouped: points land on the grid by time (off-grid ones dropped), series with the same key
+    add up, a grid point is NaN only where none of a key's series has a point, None keys are left
+    out."""
+    from slate.telemetry.observe import _Ctx, _grouped
+    from slate.telemetry.queries import SeriesResult
+
+    grid = np.array([100.0, 130.0, 160.0, 190.0])
+    ctx = _Ctx(policy_for(scenario()), grid, 30.0)
+
+    def series(times: list[float], values: list[float]) -> SeriesResult:
+        return SeriesResult({}, np.array(times), np.array(values))
+
+    rows = [
+        series([100.0, 130.0], [1.0, 2.0]),
+        series([130.0, 160.0, 400.0], [10.0, 20.0, 99.0]),  # 400 s is off the grid
+        series([190.0], [5.0]),
+        series([100.0, 190.0], [7.0, 7.0]),
+    ]
+    got = _grouped(ctx, rows, ["a", "a", "b", None])
+    assert set(got) == {"a", "b"}
+    np.testing.assert_array_equal(got["a"], [1.0, 12.0, 20.0, np.nan])
+    np.testing.assert_array_equal(got["b"], [np.nan, np.nan, np.nan, 5.0])
+    assert _grouped(ctx, rows, [None] * 4) == {}
