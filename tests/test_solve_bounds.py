@@ -12,6 +12,7 @@ from slate.model.keys import RouteKey
 from slate.model.latency import MMcLatencyModel, MMcStation
 from slate.model.scenario import Scenario
 from slate.model.scenario_file import scenario_from_dict
+from slate.optimizer import formulation
 from slate.optimizer.baselines import waterfall_routing
 from slate.optimizer.bounds import RateRow, WeightBound
 from slate.optimizer.errors import InfeasibleError, SolveError
@@ -186,3 +187,40 @@ def test_weight_bounds_that_admit_nothing_raise_a_named_infeasible_error() -> No
             constraints=[WeightBound(key, "east", lo=1.0)],
             work_bounds={("front", "east"): (0.0, 500.0)},
         )
+
+
+@dataclass(frozen=True)
+class PointByPoint:
+    """An M/M/c station without the batch `costs_and_slopes`: its curve asked point by point."""
+
+    replicas: int
+
+    @property
+    def capacity(self) -> float:
+        return MMcStation(self.replicas).capacity
+
+    def queue_cost(self, work: float) -> float:
+        return MMcStation(self.replicas).queue_cost(work)
+
+    def queue_slope(self, work: float) -> float:
+        return MMcStation(self.replicas).queue_slope(work)
+
+
+@dataclass(frozen=True)
+class PointByPointModel:
+    inner: MMcLatencyModel
+
+    def station(self, service: str, cluster: str) -> PointByPoint:
+        return PointByPoint(self.inner.replicas[(service, cluster)])
+
+
+def test_first_tangents_from_the_batch_are_those_point_by_point() -> None:
+    s = two_sites()
+    bounds = {("db", "west"): (0.0, 500.0)}
+    batch = formulation.build(s, s.latency_model(), work_bounds=bounds).program()
+    single = formulation.build(s, PointByPointModel(s.latency_model()), work_bounds=bounds)
+    one = single.program()
+    assert batch.piece_station.tolist() == one.piece_station.tolist()
+    assert batch.piece_slope == pytest.approx(one.piece_slope, rel=1e-12)
+    assert batch.bounds == pytest.approx(one.bounds, rel=1e-12)
+    assert batch.offset == pytest.approx(one.offset, rel=1e-12)
