@@ -13,6 +13,7 @@ from slate.model.latency import MMcLatencyModel, MMcStation
 from slate.model.scenario import Scenario
 from slate.model.scenario_file import scenario_from_dict
 from slate.optimizer import formulation
+from slate.optimizer import solve as solve_mod
 from slate.optimizer.baselines import waterfall_routing
 from slate.optimizer.bounds import RateRow, WeightBound
 from slate.optimizer.errors import InfeasibleError, SolveError
@@ -20,6 +21,7 @@ from slate.optimizer.solve import solve
 
 TOL = 1e-6
 NO_BYTES = {"request_kb": 0, "response_kb": 0}
+WE = ("west", "east")
 
 
 def two_sites() -> Scenario:
@@ -126,11 +128,33 @@ def test_work_bounds_that_admit_nothing_raise_a_named_infeasible_error() -> None
         solve(s, work_bounds={("db", "west"): (950.0, 2000.0)})  # cap: 0.9 x 1000
     with pytest.raises(InfeasibleError, match=r"db@east.*empty"):
         solve(s, work_bounds={("db", "east"): (10.0, 5.0)})
-    # Each bound alone is fine; together db cannot take its 400 ms/s: HiGHS finds it.
+    # Each bound alone is fine; together db cannot take its 400 ms/s.
     with pytest.raises(InfeasibleError, match="admit no routing"):
         solve(s, work_bounds={("db", "west"): (0.0, 150.0), ("db", "east"): (0.0, 150.0)})
     with pytest.raises(SolveError, match="no such station"):
         solve(s, work_bounds={("db", "far"): (0.0, 1.0)})
+
+
+def test_work_bounds_below_a_services_work_are_infeasible_without_an_lp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """db's work (400 ms/s) is the same under every routing: bounds summing below it need no LP
+    to be refused, and the LP, asked anyway, agrees."""
+    s = two_sites()
+    short = {("db", "west"): (0.0, 150.0), ("db", "east"): (0.0, 150.0)}
+    lps: list[object] = []
+    monkeypatch.setattr(solve_mod, "solve_lp", lambda form: lps.append(form))
+    with pytest.raises(InfeasibleError, match=r"db take at most 300 ms/s.*below its 400 ms/s"):
+        solve(s, work_bounds=short)
+    assert lps == []
+    monkeypatch.undo()
+    monkeypatch.setattr(formulation, "_check_service_room", lambda scenario, stations: None)
+    with pytest.raises(InfeasibleError, match=r"HiGHS: Infeasible"):
+        solve(s, work_bounds=short)
+    # Room for db's work in sum, but not where the weight bounds send it: the LP finds it.
+    west_only = [WeightBound(RouteKey("front", c, "db.get"), "east", 0.0, 0.0) for c in WE]
+    with pytest.raises(InfeasibleError, match=r"HiGHS"):
+        solve(s, work_bounds={("db", "west"): (0.0, 300.0)}, constraints=west_only)
 
 
 # -- weight bounds and rate rows -------------------------------------------------------------

@@ -537,6 +537,8 @@ def build(
     stations = define_stations(
         scenario, latency, utilization_caps or {}, unpriced or set(), work_bounds or {}
     )
+    if work_bounds:
+        _check_service_room(scenario, stations)
     n_k = len(columns.keys)
     flow, flow_rhs, key_kb, sources = define_flow_rows(scenario, columns, cidx)
     load = define_load_rows(columns, first_row=n_k)
@@ -760,6 +762,34 @@ def define_station_pieces(stations: list[StationSpec], initial_tangents: int) ->
             first[(spec.model, spec.max_work, spec.priced)] = spec
         else:
             spec.copy_tangents(seen)
+
+
+SERVICE_ROOM_SLACK = 1e-6
+"""_check_service_room calls bounds infeasible only when they miss by more than this (relative):
+closer calls are left to the LP and its tolerances."""
+
+
+def _check_service_room(scenario: Scenario, stations: list[StationSpec]) -> None:
+    """Raise InfeasibleError when some service's stations cannot take its work under their
+    caps and the caller's work bounds, without solving the LP: a service's work summed over its
+    clusters does not depend on the routing (every endpoint's total rate is fixed by the demand
+    and the call graph, capacity.endpoint_totals), so work bounds summing to less admit no
+    routing. The control loop's trust region does this when a service's demand has outgrown the
+    loads it was measured at; an interior point method takes as long to say so as to solve."""
+    totals = endpoint_totals(scenario)
+    need: dict[str, float] = defaultdict(float)
+    for eid, e in scenario.app.endpoints.items():
+        need[e.service] += totals.get(eid, 0.0) * e.service_ms
+    room: dict[str, float] = defaultdict(float)
+    for spec in stations:
+        room[spec.service] += max(spec.max_work, 0.0)
+    for service in sorted(room):
+        if room[service] < need[service] * (1 - SERVICE_ROOM_SLACK):
+            raise InfeasibleError(
+                f"the work bounds admit no routing: the stations of {service} take at most "
+                f"{room[service]:g} ms/s together, below its {need[service]:g} ms/s of work "
+                "(the same under every routing)"
+            )
 
 
 def _apply_work_bounds(
