@@ -49,12 +49,16 @@ def project(
     if sum(lo.values()) > 1.0 + 1e-12 or sum(hi.values()) < 1.0 - 1e-12:
         return dict(w)  # cannot happen for current in the box; keep what is in force
 
+    bounds = [(t[c], lo[c], hi[c]) for c in names]
+
     def total(tau: float) -> float:
-        return sum(min(max(t[c] - tau, lo[c]), hi[c]) for c in names)
+        return sum(min(max(tc - tau, lc), hc) for tc, lc, hc in bounds)
 
     a, b = -1.0 - delta, 1.0 + delta  # total(a) >= 1 >= total(b)
     for _ in range(100):
         mid = (a + b) / 2
+        if mid in (a, b):
+            break  # a and b are adjacent floats: the rest of the 100 halvings change nothing
         if total(mid) > 1.0:
             a = mid
         else:
