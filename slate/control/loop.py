@@ -31,7 +31,7 @@ from slate.control.publishers import Publisher
 from slate.control.report import Condition, IntervalReport, Observed, Timings
 from slate.control.safety import DEADBAND, max_shift, project, settle
 from slate.control.state import LoopState
-from slate.evaluate import evaluate
+from slate.evaluate import Evaluation, evaluate
 from slate.learn.curves import FittedStation
 from slate.logs import kv
 from slate.model.keys import RouteKey
@@ -112,6 +112,9 @@ class ControlLoop:
         self.last_learned: Learned | None = None
         self._lock = threading.Lock()
         self._pending_limits: dict[tuple[str, str, str], float] = {}
+        self._evaluations: dict[
+            tuple[int, int, frozenset[int]], tuple[tuple[object, ...], Evaluation | None]
+        ] = {}
 
     def update_policy(self, policy: TrafficPolicy) -> None:
         with self._lock:
@@ -123,6 +126,7 @@ class ControlLoop:
             policy = self.policy
         now = at or datetime.now(UTC)
         st = self.state
+        self._evaluations.clear()
         t0 = time.perf_counter()
         q_s = l_s = s_s = 0.0
         obs: Observation | None = None
@@ -690,11 +694,27 @@ class ControlLoop:
     def _objective(
         self, learned: Learned, routing: Routing, latency: LearnedModel | None = None
     ) -> float:
+        ev = self._evaluation(learned, routing, latency)
+        return ev.objective if ev is not None and ev.feasible else math.inf
+
+    def _evaluation(
+        self, learned: Learned, routing: Routing, latency: LearnedModel | None = None
+    ) -> Evaluation | None:
+        """evaluate() of `routing` by the learned model (None when it fails), remembered for the
+        rest of the interval: the rollout's line search, the hysteresis and the prediction ask
+        for the same routings (the same Route objects) more than once."""
+        model = latency or learned.latency
+        key = (id(learned), id(model), frozenset(map(id, routing.routes)))
+        hit = self._evaluations.get(key)
+        if hit is not None:
+            return hit[1]
         try:
-            ev = evaluate(learned.scenario, _internal_routing(routing), latency or learned.latency)
+            ev: Evaluation | None = evaluate(learned.scenario, _internal_routing(routing), model)
         except Exception:
-            return math.inf
-        return ev.objective if ev.feasible else math.inf
+            ev = None
+        # The routing and model are kept with the answer, so the ids in the key stay theirs.
+        self._evaluations[key] = ((routing, learned, model), ev)
+        return ev
 
     def _maybe_roll_back(self, observed: Observed | None) -> Routing | None:
         st = self.state
@@ -717,9 +737,8 @@ class ControlLoop:
     def _predict(self, learned: Learned | None, routing: Routing) -> Prediction | None:
         if learned is None or not routing.routes:
             return None
-        try:
-            ev = evaluate(learned.scenario, _internal_routing(routing), learned.latency)
-        except Exception:
+        ev = self._evaluation(learned, routing)
+        if ev is None:
             return None
         return Prediction(ev.mean_latency_ms, ev.egress_usd_per_hour, ev.max_utilization)
 
