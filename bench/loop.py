@@ -1,7 +1,7 @@
 """Per-interval time of the control loop, split into query, learn, solve and publish.
 
     python bench/loop.py [--intervals 3] [--big 10x100] [--skip-big] [--quick]
-                         [--baseline REV] [--baseline-timeout S]
+                         [--baseline REV] [--baseline-timeout S] [--background-solve]
 
 Runs the closed-loop simulator (slate/sim/closed_loop.py: the truth writes Istio metrics into the
 in-memory store, the loop queries them through the same parsing as Prometheus) on every public
@@ -10,13 +10,21 @@ scenario and on a generated app of CLUSTERSxSERVICES, and prints, per interval a
 Timings) and the CPU seconds of each phase (process CPU, every thread, HiGHS's included: the
 query is `source.observe`, learning is `learn()`, publishing the publishers, solving the rest of
 the interval). `lp` is the part of the solve inside HiGHS (wall) and `LPs` how many LPs the
-interval solved. Publishing writes the route file atomically. The truth's own time (writing the
-metrics) is not counted. Goal (issue 6): an interval under 1 s at 10 clusters x 100 services.
+interval solved; `mean` and `max` are the whole interval's wall seconds over the same intervals
+(the median hides the intervals that solve more than one LP). Publishing writes the route file
+atomically. The truth's own time (writing the metrics) is not counted. Goal (issue 6): an
+interval under 1 s at 10 clusters x 100 services.
 
 Every case runs in a subprocess of its own. `--baseline REV` also runs git revision REV's loop
 (extracted with `git archive`) on the same cases, in the same run, interleaved case by case, and
 prints REV's figures and this tree's over REV's (`x base`): the machine running this may be shared,
 so compare ratios measured in one run, not absolute figures across runs.
+
+`--background-solve` runs this tree's loop with `background_solve` (the target LP solved in a
+worker thread from one interval's fits, used by the next interval): the phases are then the
+interval's critical path, and `background solve` is the worker's wall time, measured apart (the
+bench waits for it after each interval; `lp` and `LPs` include its LPs, and CPU seconds only the
+part that overlapped the interval).
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ def _scenario(name: str) -> Any:
     return load_scenario(ROOT / "examples/scenarios" / f"{name}.yaml")
 
 
-def worker(name: str, intervals: int) -> dict[str, Any]:
+def worker(name: str, intervals: int, background: bool = False) -> dict[str, Any]:
     """One case in this process (whatever `slate` is on sys.path): per interval, wall and CPU
     seconds per phase, the LPs solved and their wall time."""
     import slate.control.loop as loop_mod
@@ -68,6 +76,8 @@ def worker(name: str, intervals: int) -> dict[str, Any]:
     started = time.perf_counter()
     scenario = _scenario(name)
     mesh, store, loop = make_loop(scenario)
+    if background:
+        loop.background_solve = True  # a revision without it ignores the attribute
     cpu = dict.fromkeys(("query", "learn", "publish"), 0.0)
     lps: list[float] = []
 
@@ -117,6 +127,9 @@ def worker(name: str, intervals: int) -> dict[str, Any]:
             step_cpu = time.process_time() - c0
             if rep.routes.routes:
                 mesh.set_routing(rep.routes)
+            bg = getattr(loop, "_background", None)
+            if bg is not None:  # the worker's solve for the next interval: timed apart
+                bg.future.result()
             tm = rep.timings
             out.append(
                 {
@@ -132,6 +145,7 @@ def worker(name: str, intervals: int) -> dict[str, Any]:
                     "total_cpu": step_cpu,
                     "lp": sum(lps),
                     "lps": float(len(lps)),
+                    "bg": getattr(loop, "last_background_s", None) or 0.0,
                 }
             )
     import slate
@@ -144,10 +158,12 @@ def worker(name: str, intervals: int) -> dict[str, Any]:
     }
 
 
-def _run(name: str, intervals: int, pythonpath: Path, timeout: float) -> dict[str, Any] | None:
+def _run(
+    name: str, intervals: int, pythonpath: Path, timeout: float, background: bool
+) -> dict[str, Any] | None:
     env = dict(os.environ, PYTHONPATH=str(pythonpath))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
-    cmd += ["--intervals", str(intervals)]
+    cmd += ["--intervals", str(intervals)] + (["--background-solve"] if background else [])
     try:
         done = subprocess.run(
             cmd, env=env, cwd=pythonpath, capture_output=True, text=True, timeout=timeout
@@ -164,7 +180,10 @@ def _run(name: str, intervals: int, pythonpath: Path, timeout: float) -> dict[st
 
 def _medians(res: dict[str, Any]) -> dict[str, float]:
     used = res["intervals"][1:] or res["intervals"]
-    return {k: statistics.median(r[k] for r in used) for k in used[0]}
+    out = {k: statistics.median(r[k] for r in used) for k in used[0]}
+    out["mean_total"] = statistics.mean(r["total"] for r in used)
+    out["max_total"] = max(r["total"] for r in used)
+    return out
 
 
 def _extract(rev: str, into: Path) -> str:
@@ -185,7 +204,11 @@ def _extract(rev: str, into: Path) -> str:
 def _line(label: str, m: dict[str, float]) -> str:
     wall = " ".join(f"{m[p]:7.3f}" for p in (*PHASES, "total"))
     cpu = " ".join(f"{m[p + '_cpu']:7.3f}" for p in (*PHASES, "total"))
-    return f"  {label:10s} {wall}  | {cpu}  | {m['lp']:6.3f} {m['lps']:4.0f}"
+    bg = f"  background solve {m['bg']:.3f}s" if m.get("bg") else ""
+    return (
+        f"  {label:10s} {wall}  | {cpu}  | {m['lp']:6.3f} {m['lps']:4.0f}"
+        f"   {m['mean_total']:6.3f} {m['max_total']:6.3f}{bg}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="the public scenarios only")
     ap.add_argument("--baseline", metavar="REV", help="also time git revision REV, same run")
     ap.add_argument("--baseline-timeout", type=float, default=1800.0)
+    ap.add_argument(
+        "--background-solve",
+        action="store_true",
+        help="this tree's loop solves the target LP in a worker thread (ControlLoop's "
+        "background_solve); the baseline runs as it is",
+    )
     ap.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.intervals)))
+        print(json.dumps(worker(args.worker, args.intervals, args.background_solve)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,14 +241,15 @@ def main(argv: list[str] | None = None) -> int:
             + (f"; baseline {args.baseline} = {base_sha}" if base_sha else "")
         )
         head = " ".join(f"{p:>7s}" for p in (*PHASES, "total"))
-        print(f"  {'':10s} {head}  | {head}  | {'lp':>6s} {'LPs':>4s}")
-        print(f"  {'':10s} {'wall seconds':^39s}  | {'CPU seconds':^39s}  |")
+        print(f"  {'':10s} {head}  | {head}  | {'lp':>6s} {'LPs':>4s}   {'mean':>6s} {'max':>6s}")
+        print(f"  {'':10s} {'wall seconds':^39s}  | {'CPU seconds':^39s}  |{'':14s}total wall")
         for name in _cases(args):
             print(name, flush=True)
             runs = [("this", ROOT)] + ([(base_sha or "base", base_root)] if base_sha else [])
             got: dict[str, dict[str, float]] = {}
             for label, path in runs:
-                res = _run(name, args.intervals, path, args.baseline_timeout)
+                bg = args.background_solve and label == "this"
+                res = _run(name, args.intervals, path, args.baseline_timeout, bg)
                 if res is None:
                     print(f"  {label:10s} failed (see stderr)")
                     continue

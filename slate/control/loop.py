@@ -23,6 +23,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -95,6 +96,7 @@ class ControlLoop:
         dry_run: bool = False,
         lookback_s: float | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        background_solve: bool = False,
     ) -> None:
         self.policy = policy
         self.source = source
@@ -115,6 +117,12 @@ class ControlLoop:
         self._evaluations: dict[
             tuple[int, int, frozenset[int]], tuple[tuple[object, ...], Evaluation | None]
         ] = {}
+        self.background_solve = background_solve
+        self.background_errors_total = 0
+        self.last_background_s: float | None = None
+        """Wall seconds of the last background solve that finished (background_solve only)."""
+        self._background: _Background | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     def update_policy(self, policy: TrafficPolicy) -> None:
         with self._lock:
@@ -201,7 +209,7 @@ class ControlLoop:
             else:
                 t2 = time.perf_counter()
                 try:
-                    result = self._solve(learned, cautious=st.cooldown > 0)
+                    result = self._target_result(learned, st.cooldown > 0, policy)
                 finally:
                     s_s = time.perf_counter() - t2
                 t2 = time.perf_counter()  # the rollout's own solves count as solving too
@@ -374,6 +382,83 @@ class ControlLoop:
             stop.wait(max(wait, 0.0))
 
     # ------------------------------------------------------------------------------------------
+    def _target_result(
+        self, learned: Learned, cautious: bool, policy: TrafficPolicy
+    ) -> PolicyResult:
+        """This interval's optimizer answer (`_solve`). With `background_solve`, the target LP is
+        solved off the interval's critical path: the answer used now is the one solved from the
+        previous interval's fits (in a worker thread, started at the end of that interval's
+        solve), and this interval's fits go to the worker for the next one. The rollout, the
+        hysteresis and the prediction still judge it by this interval's fits. A background answer
+        is used only by the very next interval, with the same policy object and the same caution
+        (a rollback's cooldown discards it); otherwise, and when the background solve failed
+        (logged and counted when it fails, _background_done), this interval solves synchronously
+        and its answer also serves the next interval (what the worker would have given)."""
+        if not self.background_solve:
+            return self._solve(learned, cautious)
+        interval = self.state.interval
+        ready = self._take_background(cautious, policy, interval)
+        if ready is None:
+            result = self._solve(learned, cautious)
+            done: Future[PolicyResult] = Future()
+            done.set_result(result)
+            self._background = _Background(done, cautious, policy, interval, time.perf_counter())
+            return result
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slate-solve")
+        started = time.perf_counter()
+        future = self._executor.submit(self._solve, learned, cautious)
+        bg = _Background(future, cautious, policy, interval, started)
+        future.add_done_callback(lambda f: self._background_done(bg, f))
+        self._background = bg
+        return ready
+
+    def _take_background(
+        self, cautious: bool, policy: TrafficPolicy, interval: int
+    ) -> PolicyResult | None:
+        bg, self._background = self._background, None
+        if bg is None:
+            return None
+        if bg.cautious != cautious or bg.policy is not policy or bg.interval != interval - 1:
+            bg.future.cancel()  # stale; one already running finishes and is ignored
+            return None
+        try:
+            return bg.future.result()  # waits when the worker is still at it
+        except Exception:
+            return None  # logged and counted by _background_done
+
+    def _background_done(self, bg: _Background, future: Future[PolicyResult]) -> None:
+        """Runs when a background solve ends: a failure is logged and counted at once (the next
+        interval solves synchronously instead), never dropped silently."""
+        if future.cancelled():
+            return
+        e = future.exception()
+        if e is None:
+            self.last_background_s = time.perf_counter() - bg.started
+            return
+        if isinstance(e, SolveError):  # an answer the synchronous solve would give too
+            log.warning(
+                "%s", kv("background_solve_failed", policy=_name(bg.policy), error=_short(e))
+            )
+            return
+        self.background_errors_total += 1
+        log.error(
+            "%s",
+            kv("background_solve_crashed", policy=_name(bg.policy), error=_short(e)),
+            exc_info=e,
+        )
+        if self.on_error is not None:
+            try:
+                self.on_error(e)
+            except Exception:
+                log.exception("%s", kv("on_error_failed"))
+
+    def close(self) -> None:
+        """Stop the background solver's worker thread (background_solve), if any."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
     def _solve(self, learned: Learned, cautious: bool) -> PolicyResult:
         """Solve with each station's load kept to its measured range plus a step (none while
         cooling down after a rollback); widen the step when that admits no routing."""
@@ -744,6 +829,17 @@ class ControlLoop:
 
 
 # ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Background:
+    """A target solve for the next interval (ControlLoop._target_result)."""
+
+    future: Future[PolicyResult]
+    cautious: bool
+    policy: TrafficPolicy
+    interval: int  # the interval whose fits it solves
+    started: float  # perf_counter
+
+
 class _Lazy:
     """A float computed on first use (the fits' uncertainty costs six evaluations; most
     intervals never need it)."""
