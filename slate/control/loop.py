@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from slate.control.learned import Learned, LearnedModel, external, internal, learn
 from slate.control.publishers import Publisher
 from slate.control.report import Condition, IntervalReport, Observed, Timings
-from slate.control.safety import DEADBAND, max_shift, project, settle
+from slate.control.safety import DEADBAND, Problem, max_shift, project_many, settle
 from slate.control.state import LoopState
 from slate.evaluate import Evaluation, evaluate
 from slate.learn.curves import FittedStation
@@ -507,6 +507,7 @@ class ControlLoop:
         step: dict[tuple[str, str, str], dict[str, float]] = {}
         limits: dict[tuple[str, str, str], float] = {}
         self._pending_limits = limits
+        wanted: list[tuple[tuple[str, str, str], dict[str, float], str | None]] = []
         for r in target.routes:
             cur = current.get(*r.key)
             svc = r.to.split(".", 1)[0]
@@ -520,22 +521,32 @@ class ControlLoop:
             start[r.key] = cur_w
             tgt = {c: w for c, w in r.normalized().items() if c in where}
             local = r.from_cluster if r.from_cluster in where else None
+            wanted.append((r.key, tgt, local))
+        # Every key's projection (safety.project), all at once: project_many is project's
+        # answers bit for bit.
+        ml = policy.min_local_share
+        fulls = project_many([(tgt, start[k], delta, local, ml) for k, tgt, local in wanted])
+        shorter: list[tuple[tuple[str, str, str], Problem]] = []
+        for (k, tgt, local), full in zip(wanted, fulls, strict=True):
+            cur_w = start[k]
             # Step-size adaptation per key (Rprop): a move that turns a weight back against its
             # last move is made at SHRINK times the key's step limit, one that does not at
             # GROW times (up to maxShiftPerInterval); below safety's DEADBAND it is not made.
-            full = project(tgt, cur_w, delta, local, policy.min_local_share)
-            limit = self.state.step_limits.get(r.key, delta)
-            if self._key_reverses(r.key, cur_w, full):
+            limit = self.state.step_limits.get(k, delta)
+            if self._key_reverses(k, cur_w, full):
                 limit *= SHRINK
             else:
                 limit = min(delta, max(limit * GROW, 2 * DEADBAND))
-            limits[r.key] = limit
+            limits[k] = limit
             if limit < DEADBAND:
-                step[r.key] = cur_w
+                step[k] = cur_w
             elif limit >= delta:
-                step[r.key] = full
+                step[k] = full
             else:
-                step[r.key] = project(tgt, cur_w, limit, local, policy.min_local_share)
+                step[k] = {}  # below, at `limit`
+                shorter.append((k, (tgt, cur_w, limit, local, ml)))
+        for (k, _p), w in zip(shorter, project_many([p for _k, p in shorter]), strict=True):
+            step[k] = w
         base = Routing(
             tuple(Route(*k, w) for k, w in start.items())
             + tuple(r for k, r in routes.items() if k not in start)

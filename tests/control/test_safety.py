@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slate.control.safety import max_shift, project, settle
+from slate.control.safety import max_shift, project, project_many, settle
 
 
 def test_moves_at_most_delta_towards_the_target() -> None:
@@ -113,3 +113,21 @@ def test_the_bisection_stops_early_with_the_same_answer() -> None:
         current = {c: float(rng.random()) + 1e-3 for c in names if rng.random() < 0.8} or {"c0": 1}
         delta = float(rng.choice([0.02, 0.1, 0.3, 1.0]))
         assert project(target, current, delta) == _project_100_halvings(target, current, delta)
+
+
+def test_projecting_many_keys_at_once_gives_project_bit_for_bit() -> None:
+    rng = np.random.default_rng(11)
+    problems = []
+    for _ in range(2000):
+        n = int(rng.integers(1, 11))
+        names = [f"c{i}" for i in range(n)]
+        target = {c: float(rng.random()) for c in names if rng.random() < 0.7}
+        current = {c: float(rng.random()) for c in names if rng.random() < 0.7}
+        if rng.random() < 0.02:
+            current = {}  # nothing in force: the normalised target
+        delta = float(rng.choice([0.005, 0.02, 0.1, 0.3, 1.0]))
+        local = str(rng.choice(names)) if rng.random() < 0.5 else None
+        min_local = float(rng.choice([0.0, 0.0, 0.1, 0.5]))
+        problems.append((target, current, delta, local, min_local))
+    assert project_many(problems) == [project(*p) for p in problems]
+    assert project_many([]) == []
