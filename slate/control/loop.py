@@ -122,6 +122,7 @@ class ControlLoop:
         self.last_background_s: float | None = None
         """Wall seconds of the last background solve that finished (background_solve only)."""
         self._background: _Background | None = None
+        self._fresh: PolicyResult | None = None  # solved this interval from this interval's fits
         self._executor: ThreadPoolExecutor | None = None
 
     def update_policy(self, policy: TrafficPolicy) -> None:
@@ -135,6 +136,7 @@ class ControlLoop:
         now = at or datetime.now(UTC)
         st = self.state
         self._evaluations.clear()
+        self._fresh = None
         t0 = time.perf_counter()
         q_s = l_s = s_s = 0.0
         obs: Observation | None = None
@@ -214,6 +216,7 @@ class ControlLoop:
                     s_s = time.perf_counter() - t2
                 t2 = time.perf_counter()  # the rollout's own solves count as solving too
                 target = _external_routing(result.routing)
+                self._remember_solved(learned, result, target)
                 routings = [st.weights, target, st.target or Routing(())]
                 band = _Lazy(lambda: self._band(learned, prev_curves, routings))
                 target = self._sticky_target(learned, target, band)
@@ -395,11 +398,12 @@ class ControlLoop:
         (logged and counted when it fails, _background_done), this interval solves synchronously
         and its answer also serves the next interval (what the worker would have given)."""
         if not self.background_solve:
-            return self._solve(learned, cautious)
+            self._fresh = self._solve(learned, cautious)
+            return self._fresh
         interval = self.state.interval
         ready = self._take_background(cautious, policy, interval)
         if ready is None:
-            result = self._solve(learned, cautious)
+            result = self._fresh = self._solve(learned, cautious)
             done: Future[PolicyResult] = Future()
             done.set_result(result)
             self._background = _Background(done, cautious, policy, interval, time.perf_counter())
@@ -829,6 +833,18 @@ class ControlLoop:
             )
             return st.before_exploring
         return None
+
+    def _remember_solved(self, learned: Learned, result: PolicyResult, target: Routing) -> None:
+        """solve() evaluated its routing by the model it solved with: when that is this
+        interval's learned model (not a background answer from the last one), its evaluation is
+        the target's, and the hysteresis and rollout need not evaluate the target again."""
+        if self._fresh is not result:
+            return
+        pairs = zip(target.routes, result.routing.routes, strict=True)
+        if any(internal(r.to) != s.to for r, s in pairs):
+            return
+        key = (id(learned), id(learned.latency), frozenset(map(id, target.routes)))
+        self._evaluations[key] = ((target, learned, learned.latency), result.evaluation)
 
     def _predict(self, learned: Learned | None, routing: Routing) -> Prediction | None:
         if learned is None or not routing.routes:
