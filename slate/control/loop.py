@@ -123,6 +123,7 @@ class ControlLoop:
         """Wall seconds of the last background solve that finished (background_solve only)."""
         self._background: _Background | None = None
         self._fresh: PolicyResult | None = None  # solved this interval from this interval's fits
+        self._to_solve: tuple[Learned, bool, TrafficPolicy, int] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     def update_policy(self, policy: TrafficPolicy) -> None:
@@ -137,6 +138,7 @@ class ControlLoop:
         st = self.state
         self._evaluations.clear()
         self._fresh = None
+        self._to_solve = None
         t0 = time.perf_counter()
         q_s = l_s = s_s = 0.0
         obs: Observation | None = None
@@ -303,6 +305,7 @@ class ControlLoop:
             applied = Condition("False", "PublishFailed", publish_error)
             new_weights = before  # what the proxies may still have
         p_s = time.perf_counter() - t3
+        self._start_background()
 
         # Book-keeping for the next interval.
         was_rolled_back = held is not None and held.reason == "ExplorationRolledBack"
@@ -390,9 +393,9 @@ class ControlLoop:
     ) -> PolicyResult:
         """This interval's optimizer answer (`_solve`). With `background_solve`, the target LP is
         solved off the interval's critical path: the answer used now is the one solved from the
-        previous interval's fits (in a worker thread, started at the end of that interval's
-        solve), and this interval's fits go to the worker for the next one. The rollout, the
-        hysteresis and the prediction still judge it by this interval's fits. A background answer
+        previous interval's fits (in a worker thread, started once that interval had published),
+        and this interval's fits go to the worker for the next one. The rollout, the hysteresis
+        and the prediction still judge it by this interval's fits. A background answer
         is used only by the very next interval, with the same policy object and the same caution
         (a rollback's cooldown discards it); otherwise, and when the background solve failed
         (logged and counted when it fails, _background_done), this interval solves synchronously
@@ -408,6 +411,17 @@ class ControlLoop:
             done.set_result(result)
             self._background = _Background(done, cautious, policy, interval, time.perf_counter())
             return result
+        self._to_solve = (learned, cautious, policy, interval)  # once this interval is out
+        return ready
+
+    def _start_background(self) -> None:
+        """Hand this interval's fits to the worker (step() calls it after publishing: the
+        worker's Python, building the LP and reading its answer, would otherwise hold the
+        interpreter while the rollout runs)."""
+        if self._to_solve is None:
+            return
+        learned, cautious, policy, interval = self._to_solve
+        self._to_solve = None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slate-solve")
         started = time.perf_counter()
@@ -415,7 +429,6 @@ class ControlLoop:
         bg = _Background(future, cautious, policy, interval, started)
         future.add_done_callback(lambda f: self._background_done(bg, f))
         self._background = bg
-        return ready
 
     def _take_background(
         self, cautious: bool, policy: TrafficPolicy, interval: int

@@ -90,6 +90,7 @@ def test_the_target_is_solved_in_the_background_for_the_next_interval(
     sim.loop.background_solve = True
     calls = _spy(sim)
     reports, fits = _steps(sim, 4)
+    _wait_for(lambda: len(calls) == 4)  # the last interval's fits went to the worker last
     sim.loop.close()
     for rep in reports:
         assert rep.held_reason is None
