@@ -102,3 +102,17 @@ def test_slope_matches_finite_difference_for_large_stations(c: int, rho: float) 
     h = 1e-6 * s.capacity * (1 - rho)
     numeric = (s.queue_cost(w + h) - s.queue_cost(w - h)) / (2 * h)
     assert s.queue_slope(w) == pytest.approx(numeric, rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 8, 32, EXACT_UP_TO, EXACT_UP_TO + 1, 500])
+def test_costs_and_slopes_at_many_points_are_queue_cost_and_queue_slope(c: int) -> None:
+    """The optimizer's first tangents come from the batch; they must be the scalar curve's."""
+    m = MMcStation(c)
+    works = [0.0, 1e-9, *(m.capacity * r for r in (0.1, 0.5, 0.9, 0.999, 1.0, 1.5))]
+    costs, slopes = m.costs_and_slopes(works)
+    for w, q, g in zip(works, costs, slopes, strict=True):
+        if w >= m.capacity:
+            assert math.isinf(q) and math.isinf(g)
+            continue
+        assert q == pytest.approx(m.queue_cost(w), rel=1e-13, abs=1e-300)
+        assert g == pytest.approx(m.queue_slope(w), rel=1e-13, abs=1e-300)

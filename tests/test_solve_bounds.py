@@ -12,6 +12,8 @@ from slate.model.keys import RouteKey
 from slate.model.latency import MMcLatencyModel, MMcStation
 from slate.model.scenario import Scenario
 from slate.model.scenario_file import scenario_from_dict
+from slate.optimizer import formulation
+from slate.optimizer import solve as solve_mod
 from slate.optimizer.baselines import waterfall_routing
 from slate.optimizer.bounds import RateRow, WeightBound
 from slate.optimizer.errors import InfeasibleError, SolveError
@@ -19,6 +21,7 @@ from slate.optimizer.solve import solve
 
 TOL = 1e-6
 NO_BYTES = {"request_kb": 0, "response_kb": 0}
+WE = ("west", "east")
 
 
 def two_sites() -> Scenario:
@@ -125,11 +128,33 @@ def test_work_bounds_that_admit_nothing_raise_a_named_infeasible_error() -> None
         solve(s, work_bounds={("db", "west"): (950.0, 2000.0)})  # cap: 0.9 x 1000
     with pytest.raises(InfeasibleError, match=r"db@east.*empty"):
         solve(s, work_bounds={("db", "east"): (10.0, 5.0)})
-    # Each bound alone is fine; together db cannot take its 400 ms/s: HiGHS finds it.
+    # Each bound alone is fine; together db cannot take its 400 ms/s.
     with pytest.raises(InfeasibleError, match="admit no routing"):
         solve(s, work_bounds={("db", "west"): (0.0, 150.0), ("db", "east"): (0.0, 150.0)})
     with pytest.raises(SolveError, match="no such station"):
         solve(s, work_bounds={("db", "far"): (0.0, 1.0)})
+
+
+def test_work_bounds_below_a_services_work_are_infeasible_without_an_lp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """db's work (400 ms/s) is the same under every routing: bounds summing below it need no LP
+    to be refused, and the LP, asked anyway, agrees."""
+    s = two_sites()
+    short = {("db", "west"): (0.0, 150.0), ("db", "east"): (0.0, 150.0)}
+    lps: list[object] = []
+    monkeypatch.setattr(solve_mod, "solve_lp", lambda form: lps.append(form))
+    with pytest.raises(InfeasibleError, match=r"db take at most 300 ms/s.*below its 400 ms/s"):
+        solve(s, work_bounds=short)
+    assert lps == []
+    monkeypatch.undo()
+    monkeypatch.setattr(formulation, "_check_service_room", lambda scenario, stations: None)
+    with pytest.raises(InfeasibleError, match=r"HiGHS: Infeasible"):
+        solve(s, work_bounds=short)
+    # Room for db's work in sum, but not where the weight bounds send it: the LP finds it.
+    west_only = [WeightBound(RouteKey("front", c, "db.get"), "east", 0.0, 0.0) for c in WE]
+    with pytest.raises(InfeasibleError, match=r"HiGHS"):
+        solve(s, work_bounds={("db", "west"): (0.0, 300.0)}, constraints=west_only)
 
 
 # -- weight bounds and rate rows -------------------------------------------------------------
@@ -186,3 +211,40 @@ def test_weight_bounds_that_admit_nothing_raise_a_named_infeasible_error() -> No
             constraints=[WeightBound(key, "east", lo=1.0)],
             work_bounds={("front", "east"): (0.0, 500.0)},
         )
+
+
+@dataclass(frozen=True)
+class PointByPoint:
+    """An M/M/c station without the batch `costs_and_slopes`: its curve asked point by point."""
+
+    replicas: int
+
+    @property
+    def capacity(self) -> float:
+        return MMcStation(self.replicas).capacity
+
+    def queue_cost(self, work: float) -> float:
+        return MMcStation(self.replicas).queue_cost(work)
+
+    def queue_slope(self, work: float) -> float:
+        return MMcStation(self.replicas).queue_slope(work)
+
+
+@dataclass(frozen=True)
+class PointByPointModel:
+    inner: MMcLatencyModel
+
+    def station(self, service: str, cluster: str) -> PointByPoint:
+        return PointByPoint(self.inner.replicas[(service, cluster)])
+
+
+def test_first_tangents_from_the_batch_are_those_point_by_point() -> None:
+    s = two_sites()
+    bounds = {("db", "west"): (0.0, 500.0)}
+    batch = formulation.build(s, s.latency_model(), work_bounds=bounds).program()
+    single = formulation.build(s, PointByPointModel(s.latency_model()), work_bounds=bounds)
+    one = single.program()
+    assert batch.piece_station.tolist() == one.piece_station.tolist()
+    assert batch.piece_slope == pytest.approx(one.piece_slope, rel=1e-12)
+    assert batch.bounds == pytest.approx(one.bounds, rel=1e-12)
+    assert batch.offset == pytest.approx(one.offset, rel=1e-12)

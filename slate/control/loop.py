@@ -23,15 +23,16 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from slate.control.learned import Learned, LearnedModel, external, internal, learn
 from slate.control.publishers import Publisher
 from slate.control.report import Condition, IntervalReport, Observed, Timings
-from slate.control.safety import DEADBAND, max_shift, project, settle
+from slate.control.safety import DEADBAND, Problem, max_shift, project_many, settle
 from slate.control.state import LoopState
-from slate.evaluate import evaluate
+from slate.evaluate import Evaluation, evaluate
 from slate.learn.curves import FittedStation
 from slate.logs import kv
 from slate.model.keys import RouteKey
@@ -95,6 +96,7 @@ class ControlLoop:
         dry_run: bool = False,
         lookback_s: float | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        background_solve: bool = False,
     ) -> None:
         self.policy = policy
         self.source = source
@@ -112,6 +114,17 @@ class ControlLoop:
         self.last_learned: Learned | None = None
         self._lock = threading.Lock()
         self._pending_limits: dict[tuple[str, str, str], float] = {}
+        self._evaluations: dict[
+            tuple[int, int, frozenset[int]], tuple[tuple[object, ...], Evaluation | None]
+        ] = {}
+        self.background_solve = background_solve
+        self.background_errors_total = 0
+        self.last_background_s: float | None = None
+        """Wall seconds of the last background solve that finished (background_solve only)."""
+        self._background: _Background | None = None
+        self._fresh: PolicyResult | None = None  # solved this interval from this interval's fits
+        self._to_solve: tuple[Learned, bool, TrafficPolicy, int] | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     def update_policy(self, policy: TrafficPolicy) -> None:
         with self._lock:
@@ -123,6 +136,9 @@ class ControlLoop:
             policy = self.policy
         now = at or datetime.now(UTC)
         st = self.state
+        self._evaluations.clear()
+        self._fresh = None
+        self._to_solve = None
         t0 = time.perf_counter()
         q_s = l_s = s_s = 0.0
         obs: Observation | None = None
@@ -197,11 +213,12 @@ class ControlLoop:
             else:
                 t2 = time.perf_counter()
                 try:
-                    result = self._solve(learned, cautious=st.cooldown > 0)
+                    result = self._target_result(learned, st.cooldown > 0, policy)
                 finally:
                     s_s = time.perf_counter() - t2
                 t2 = time.perf_counter()  # the rollout's own solves count as solving too
                 target = _external_routing(result.routing)
+                self._remember_solved(learned, result, target)
                 routings = [st.weights, target, st.target or Routing(())]
                 band = _Lazy(lambda: self._band(learned, prev_curves, routings))
                 target = self._sticky_target(learned, target, band)
@@ -288,6 +305,7 @@ class ControlLoop:
             applied = Condition("False", "PublishFailed", publish_error)
             new_weights = before  # what the proxies may still have
         p_s = time.perf_counter() - t3
+        self._start_background()
 
         # Book-keeping for the next interval.
         was_rolled_back = held is not None and held.reason == "ExplorationRolledBack"
@@ -370,6 +388,94 @@ class ControlLoop:
             stop.wait(max(wait, 0.0))
 
     # ------------------------------------------------------------------------------------------
+    def _target_result(
+        self, learned: Learned, cautious: bool, policy: TrafficPolicy
+    ) -> PolicyResult:
+        """This interval's optimizer answer (`_solve`). With `background_solve`, the target LP is
+        solved off the interval's critical path: the answer used now is the one solved from the
+        previous interval's fits (in a worker thread, started once that interval had published),
+        and this interval's fits go to the worker for the next one. The rollout, the hysteresis
+        and the prediction still judge it by this interval's fits. A background answer
+        is used only by the very next interval, with the same policy object and the same caution
+        (a rollback's cooldown discards it); otherwise, and when the background solve failed
+        (logged and counted when it fails, _background_done), this interval solves synchronously
+        and its answer also serves the next interval (what the worker would have given)."""
+        if not self.background_solve:
+            self._fresh = self._solve(learned, cautious)
+            return self._fresh
+        interval = self.state.interval
+        ready = self._take_background(cautious, policy, interval)
+        if ready is None:
+            result = self._fresh = self._solve(learned, cautious)
+            done: Future[PolicyResult] = Future()
+            done.set_result(result)
+            self._background = _Background(done, cautious, policy, interval, time.perf_counter())
+            return result
+        self._to_solve = (learned, cautious, policy, interval)  # once this interval is out
+        return ready
+
+    def _start_background(self) -> None:
+        """Hand this interval's fits to the worker (step() calls it after publishing: the
+        worker's Python, building the LP and reading its answer, would otherwise hold the
+        interpreter while the rollout runs)."""
+        if self._to_solve is None:
+            return
+        learned, cautious, policy, interval = self._to_solve
+        self._to_solve = None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slate-solve")
+        started = time.perf_counter()
+        future = self._executor.submit(self._solve, learned, cautious)
+        bg = _Background(future, cautious, policy, interval, started)
+        future.add_done_callback(lambda f: self._background_done(bg, f))
+        self._background = bg
+
+    def _take_background(
+        self, cautious: bool, policy: TrafficPolicy, interval: int
+    ) -> PolicyResult | None:
+        bg, self._background = self._background, None
+        if bg is None:
+            return None
+        if bg.cautious != cautious or bg.policy is not policy or bg.interval != interval - 1:
+            bg.future.cancel()  # stale; one already running finishes and is ignored
+            return None
+        try:
+            return bg.future.result()  # waits when the worker is still at it
+        except Exception:
+            return None  # logged and counted by _background_done
+
+    def _background_done(self, bg: _Background, future: Future[PolicyResult]) -> None:
+        """Runs when a background solve ends: a failure is logged and counted at once (the next
+        interval solves synchronously instead), never dropped silently."""
+        if future.cancelled():
+            return
+        e = future.exception()
+        if e is None:
+            self.last_background_s = time.perf_counter() - bg.started
+            return
+        if isinstance(e, SolveError):  # an answer the synchronous solve would give too
+            log.warning(
+                "%s", kv("background_solve_failed", policy=_name(bg.policy), error=_short(e))
+            )
+            return
+        self.background_errors_total += 1
+        log.error(
+            "%s",
+            kv("background_solve_crashed", policy=_name(bg.policy), error=_short(e)),
+            exc_info=e,
+        )
+        if self.on_error is not None:
+            try:
+                self.on_error(e)
+            except Exception:
+                log.exception("%s", kv("on_error_failed"))
+
+    def close(self) -> None:
+        """Stop the background solver's worker thread (background_solve), if any."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
     def _solve(self, learned: Learned, cautious: bool) -> PolicyResult:
         """Solve with each station's load kept to its measured range plus a step (none while
         cooling down after a rollback); widen the step when that admits no routing."""
@@ -418,6 +524,7 @@ class ControlLoop:
         step: dict[tuple[str, str, str], dict[str, float]] = {}
         limits: dict[tuple[str, str, str], float] = {}
         self._pending_limits = limits
+        wanted: list[tuple[tuple[str, str, str], dict[str, float], str | None]] = []
         for r in target.routes:
             cur = current.get(*r.key)
             svc = r.to.split(".", 1)[0]
@@ -431,22 +538,32 @@ class ControlLoop:
             start[r.key] = cur_w
             tgt = {c: w for c, w in r.normalized().items() if c in where}
             local = r.from_cluster if r.from_cluster in where else None
+            wanted.append((r.key, tgt, local))
+        # Every key's projection (safety.project), all at once: project_many is project's
+        # answers bit for bit.
+        ml = policy.min_local_share
+        fulls = project_many([(tgt, start[k], delta, local, ml) for k, tgt, local in wanted])
+        shorter: list[tuple[tuple[str, str, str], Problem]] = []
+        for (k, tgt, local), full in zip(wanted, fulls, strict=True):
+            cur_w = start[k]
             # Step-size adaptation per key (Rprop): a move that turns a weight back against its
             # last move is made at SHRINK times the key's step limit, one that does not at
             # GROW times (up to maxShiftPerInterval); below safety's DEADBAND it is not made.
-            full = project(tgt, cur_w, delta, local, policy.min_local_share)
-            limit = self.state.step_limits.get(r.key, delta)
-            if self._key_reverses(r.key, cur_w, full):
+            limit = self.state.step_limits.get(k, delta)
+            if self._key_reverses(k, cur_w, full):
                 limit *= SHRINK
             else:
                 limit = min(delta, max(limit * GROW, 2 * DEADBAND))
-            limits[r.key] = limit
+            limits[k] = limit
             if limit < DEADBAND:
-                step[r.key] = cur_w
+                step[k] = cur_w
             elif limit >= delta:
-                step[r.key] = full
+                step[k] = full
             else:
-                step[r.key] = project(tgt, cur_w, limit, local, policy.min_local_share)
+                step[k] = {}  # below, at `limit`
+                shorter.append((k, (tgt, cur_w, limit, local, ml)))
+        for (k, _p), w in zip(shorter, project_many([p for _k, p in shorter]), strict=True):
+            step[k] = w
         base = Routing(
             tuple(Route(*k, w) for k, w in start.items())
             + tuple(r for k, r in routes.items() if k not in start)
@@ -690,11 +807,27 @@ class ControlLoop:
     def _objective(
         self, learned: Learned, routing: Routing, latency: LearnedModel | None = None
     ) -> float:
+        ev = self._evaluation(learned, routing, latency)
+        return ev.objective if ev is not None and ev.feasible else math.inf
+
+    def _evaluation(
+        self, learned: Learned, routing: Routing, latency: LearnedModel | None = None
+    ) -> Evaluation | None:
+        """evaluate() of `routing` by the learned model (None when it fails), remembered for the
+        rest of the interval: the rollout's line search, the hysteresis and the prediction ask
+        for the same routings (the same Route objects) more than once."""
+        model = latency or learned.latency
+        key = (id(learned), id(model), frozenset(map(id, routing.routes)))
+        hit = self._evaluations.get(key)
+        if hit is not None:
+            return hit[1]
         try:
-            ev = evaluate(learned.scenario, _internal_routing(routing), latency or learned.latency)
+            ev: Evaluation | None = evaluate(learned.scenario, _internal_routing(routing), model)
         except Exception:
-            return math.inf
-        return ev.objective if ev.feasible else math.inf
+            ev = None
+        # The routing and model are kept with the answer, so the ids in the key stay theirs.
+        self._evaluations[key] = ((routing, learned, model), ev)
+        return ev
 
     def _maybe_roll_back(self, observed: Observed | None) -> Routing | None:
         st = self.state
@@ -714,17 +847,39 @@ class ControlLoop:
             return st.before_exploring
         return None
 
+    def _remember_solved(self, learned: Learned, result: PolicyResult, target: Routing) -> None:
+        """solve() evaluated its routing by the model it solved with: when that is this
+        interval's learned model (not a background answer from the last one), its evaluation is
+        the target's, and the hysteresis and rollout need not evaluate the target again."""
+        if self._fresh is not result:
+            return
+        pairs = zip(target.routes, result.routing.routes, strict=True)
+        if any(internal(r.to) != s.to for r, s in pairs):
+            return
+        key = (id(learned), id(learned.latency), frozenset(map(id, target.routes)))
+        self._evaluations[key] = ((target, learned, learned.latency), result.evaluation)
+
     def _predict(self, learned: Learned | None, routing: Routing) -> Prediction | None:
         if learned is None or not routing.routes:
             return None
-        try:
-            ev = evaluate(learned.scenario, _internal_routing(routing), learned.latency)
-        except Exception:
+        ev = self._evaluation(learned, routing)
+        if ev is None:
             return None
         return Prediction(ev.mean_latency_ms, ev.egress_usd_per_hour, ev.max_utilization)
 
 
 # ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Background:
+    """A target solve for the next interval (ControlLoop._target_result)."""
+
+    future: Future[PolicyResult]
+    cautious: bool
+    policy: TrafficPolicy
+    interval: int  # the interval whose fits it solves
+    started: float  # perf_counter
+
+
 class _Lazy:
     """A float computed on first use (the fits' uncertainty costs six evaluations; most
     intervals never need it)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from slate.model.latency import MMcStation
+from slate.model.latency import MMcStation, mmc_costs_and_slopes
 
 FArray = npt.NDArray[np.float64]
 
@@ -148,6 +148,24 @@ class FittedStation:
         rho = w / self.capacity
         dlq = self.c * MMcStation(self.c).queue_slope(rho * 1000.0 * self.c) if self.a else 0.0
         return (self.a * dlq + 3.0 * self.b * rho * rho) / self.capacity
+
+    def costs_and_slopes(self, works: Sequence[float]) -> tuple[list[float], list[float]]:
+        """queue_cost and queue_slope at many points at once (the optimizer's first tangents):
+        the same arithmetic on numpy arrays."""
+        w = np.maximum(np.asarray(works, dtype=float), 0.0)
+        rho = w / self.capacity
+        if self.a:
+            lq, dlq = mmc_costs_and_slopes(self.c, (rho * 1000.0 * self.c).tolist())
+            cost = self.a * (np.asarray(lq) / 1000.0)
+            slope = self.a * (self.c * np.asarray(dlq))
+        else:
+            cost = slope = np.zeros_like(rho)
+        cost = cost + self.b * rho**3
+        slope = (slope + 3.0 * self.b * rho * rho) / self.capacity
+        over = w >= self.capacity
+        cost[over] = math.inf
+        slope[over] = math.inf
+        return cost.tolist(), slope.tolist()
 
     @property
     def kind(self) -> str:

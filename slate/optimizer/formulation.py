@@ -100,8 +100,29 @@ class StationSpec:
             i < len(self.tangents) and self.tangents[i] - work <= near
         ):
             return False
-        q = self.model.queue_cost(work)
-        g = self.model.queue_slope(work)
+        return self._insert(work, self.model.queue_cost(work), self.model.queue_slope(work))
+
+    def add_tangents(self, works: list[float]) -> None:
+        """add_tangent at every point of `works`, the curve evaluated at all of them at once
+        when the model can (an optional `costs_and_slopes(works)` method: the first 40 tangents
+        of ~700 fitted stations cost the control loop ~0.5 s point by point)."""
+        batch = getattr(self.model, "costs_and_slopes", None)
+        if batch is None or not self.priced:
+            for w in works:
+                self.add_tangent(w)
+            return
+        points = [w for w in works if 0 <= w < self.model.capacity]
+        costs, slopes = batch(points)
+        for w, q, g in zip(points, costs, slopes, strict=True):
+            self._insert(w, q, g)
+
+    def _insert(self, work: float, q: float, g: float) -> bool:
+        i = bisect.bisect_left(self.tangents, work)
+        near = 1e-9 * max(1.0, self.max_work)
+        if (i > 0 and work - self.tangents[i - 1] <= near) or (
+            i < len(self.tangents) and self.tangents[i] - work <= near
+        ):
+            return False
         if not (math.isfinite(q) and math.isfinite(g)):
             return False
         self.tangents.insert(i, work)
@@ -516,6 +537,8 @@ def build(
     stations = define_stations(
         scenario, latency, utilization_caps or {}, unpriced or set(), work_bounds or {}
     )
+    if work_bounds:
+        _check_service_room(scenario, stations)
     n_k = len(columns.keys)
     flow, flow_rhs, key_kb, sources = define_flow_rows(scenario, columns, cidx)
     load = define_load_rows(columns, first_row=n_k)
@@ -734,12 +757,39 @@ def define_station_pieces(stations: list[StationSpec], initial_tangents: int) ->
             points = initial_tangent_points(
                 spec.max_work / spec.model.capacity, spec.model.capacity, initial_tangents
             )
-            for w in points:
-                spec.add_tangent(w)
+            spec.add_tangents(points)
             spec.pieces()
             first[(spec.model, spec.max_work, spec.priced)] = spec
         else:
             spec.copy_tangents(seen)
+
+
+SERVICE_ROOM_SLACK = 1e-6
+"""_check_service_room calls bounds infeasible only when they miss by more than this (relative):
+closer calls are left to the LP and its tolerances."""
+
+
+def _check_service_room(scenario: Scenario, stations: list[StationSpec]) -> None:
+    """Raise InfeasibleError when some service's stations cannot take its work under their
+    caps and the caller's work bounds, without solving the LP: a service's work summed over its
+    clusters does not depend on the routing (every endpoint's total rate is fixed by the demand
+    and the call graph, capacity.endpoint_totals), so work bounds summing to less admit no
+    routing. The control loop's trust region does this when a service's demand has outgrown the
+    loads it was measured at; an interior point method takes as long to say so as to solve."""
+    totals = endpoint_totals(scenario)
+    need: dict[str, float] = defaultdict(float)
+    for eid, e in scenario.app.endpoints.items():
+        need[e.service] += totals.get(eid, 0.0) * e.service_ms
+    room: dict[str, float] = defaultdict(float)
+    for spec in stations:
+        room[spec.service] += max(spec.max_work, 0.0)
+    for service in sorted(room):
+        if room[service] < need[service] * (1 - SERVICE_ROOM_SLACK):
+            raise InfeasibleError(
+                f"the work bounds admit no routing: the stations of {service} take at most "
+                f"{room[service]:g} ms/s together, below its {need[service]:g} ms/s of work "
+                "(the same under every routing)"
+            )
 
 
 def _apply_work_bounds(

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slate.control.safety import max_shift, project, settle
+from slate.control.safety import max_shift, project, project_many, settle
 
 
 def test_moves_at_most_delta_towards_the_target() -> None:
@@ -70,3 +70,64 @@ def test_projection_properties(t: list[float], c: list[float], delta: float) -> 
         p = rng.dirichlet(np.ones(n))
         if np.all(np.abs(p - cv) <= delta):
             assert np.sum((xv - tn) ** 2) <= np.sum((p - tn) ** 2) + 1e-7
+
+
+def _project_100_halvings(
+    target: dict[str, float], current: dict[str, float], delta: float
+) -> dict[str, float]:
+    """The projection as it was first written: always 100 halvings of the bracket."""
+    names = sorted(set(target) | set(current))
+    t = {c: max(target.get(c, 0.0), 0.0) for c in names}
+    tt = sum(t.values())
+    t = {c: v / tt for c, v in t.items()}
+    w = {c: max(current.get(c, 0.0), 0.0) for c in names}
+    tw = sum(w.values())
+    w = {c: v / tw for c, v in w.items()}
+    lo = {c: max(0.0, w[c] - delta) for c in names}
+    hi = {c: min(1.0, w[c] + delta) for c in names}
+
+    def total(tau: float) -> float:
+        return sum(min(max(t[c] - tau, lo[c]), hi[c]) for c in names)
+
+    a, b = -1.0 - delta, 1.0 + delta
+    for _ in range(100):
+        mid = (a + b) / 2
+        if total(mid) > 1.0:
+            a = mid
+        else:
+            b = mid
+    tau = (a + b) / 2
+    x = {c: min(max(t[c] - tau, lo[c]), hi[c]) for c in names}
+    s = sum(x.values())
+    return {c: v / s for c, v in x.items() if v / s > 1e-9}
+
+
+def test_the_bisection_stops_early_with_the_same_answer() -> None:
+    """project() stops halving once the bracket is two adjacent floats: bit for bit the answer
+    of all 100 halvings."""
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        n = int(rng.integers(1, 7))
+        names = [f"c{i}" for i in range(n)]
+        target = {c: float(rng.random()) + 1e-3 for c in names if rng.random() < 0.8} or {"c0": 1}
+        current = {c: float(rng.random()) + 1e-3 for c in names if rng.random() < 0.8} or {"c0": 1}
+        delta = float(rng.choice([0.02, 0.1, 0.3, 1.0]))
+        assert project(target, current, delta) == _project_100_halvings(target, current, delta)
+
+
+def test_projecting_many_keys_at_once_gives_project_bit_for_bit() -> None:
+    rng = np.random.default_rng(11)
+    problems = []
+    for _ in range(2000):
+        n = int(rng.integers(1, 11))
+        names = [f"c{i}" for i in range(n)]
+        target = {c: float(rng.random()) for c in names if rng.random() < 0.7}
+        current = {c: float(rng.random()) for c in names if rng.random() < 0.7}
+        if rng.random() < 0.02:
+            current = {}  # nothing in force: the normalised target
+        delta = float(rng.choice([0.005, 0.02, 0.1, 0.3, 1.0]))
+        local = str(rng.choice(names)) if rng.random() < 0.5 else None
+        min_local = float(rng.choice([0.0, 0.0, 0.1, 0.5]))
+        problems.append((target, current, delta, local, min_local))
+    assert project_many(problems) == [project(*p) for p in problems]
+    assert project_many([]) == []

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from slate.learn.curves import (
+    SERVERS,
     FittedStation,
     fit_class_service_times,
     fit_service_times,
@@ -124,3 +125,18 @@ def test_classes_that_move_together_are_separated_by_their_own_durations() -> No
     # A class never measured on its own is left to the mix.
     own[:, 1] = np.nan
     assert set(fit_class_service_times(rows, own, ["list", "get"])) == {"list"}
+
+
+@pytest.mark.parametrize(("a", "b"), [(0.0, 0.4), (2.5, 0.0), (1.3, 0.7)])
+def test_costs_and_slopes_at_many_points_are_queue_cost_and_queue_slope(a: float, b: float) -> None:
+    """The optimizer's first tangents come from the batch; they must be the scalar curve's."""
+    for c in SERVERS:
+        f = FittedStation(capacity=1234.0, a=a, c=c, b=b, valid_up_to=600.0)
+        works = [0.0, 1.0, 300.0, 1000.0, 1233.9, 1234.0, 2000.0]
+        costs, slopes = f.costs_and_slopes(works)
+        for w, q, g in zip(works, costs, slopes, strict=True):
+            if w >= f.capacity:
+                assert math.isinf(q) and math.isinf(g)
+                continue
+            assert q == pytest.approx(f.queue_cost(w), rel=1e-13, abs=1e-300)
+            assert g == pytest.approx(f.queue_slope(w), rel=1e-13, abs=1e-300)

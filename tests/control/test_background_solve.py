@@ -1,0 +1,138 @@
+"""ControlLoop(background_solve=True): the target LP is solved in a worker thread from one
+interval's fits and used by the next interval; failures are logged, counted and reported, and the
+interval then solves synchronously."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slate.control.learned import Learned
+from slate.control.report import IntervalReport
+from slate.model.scenario import Scenario
+from slate.model.scenario_file import load_scenario
+from slate.optimizer.solve import PolicyResult
+from slate.sim.closed_loop import INTERVAL_S, SCRAPE_S, START, make_loop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def boutique() -> Scenario:
+    return load_scenario(ROOT / "examples/scenarios/boutique-2r.yaml")
+
+
+class Sim:
+    """The truth and a loop over it; `step()` runs one interval and applies what it published."""
+
+    def __init__(self, scenario: Scenario, **kw: Any) -> None:
+        self.mesh, self.store, self.loop = make_loop(scenario, **kw)
+        self.t = START.timestamp()
+
+    def step(self) -> IntervalReport:
+        self.mesh.run(self.store, self.t + SCRAPE_S, self.t + INTERVAL_S, SCRAPE_S)
+        self.t += INTERVAL_S
+        report = self.loop.step(datetime.fromtimestamp(self.t, UTC))
+        if report.publish_routes and report.routes.routes:
+            self.mesh.set_routing(report.routes)
+        return report
+
+
+def _spy(sim: Sim, fail_in_worker: bool = False) -> list[tuple[str, Learned]]:
+    """Record (thread name, fits) of every target solve; optionally crash those in the worker
+    thread."""
+    calls: list[tuple[str, Learned]] = []
+    inner = sim.loop._solve
+
+    def solve(learned: Learned, cautious: bool) -> PolicyResult:
+        name = threading.current_thread().name
+        calls.append((name, learned))
+        if fail_in_worker and name.startswith("slate-solve"):
+            raise RuntimeError("the worker broke")
+        return inner(learned, cautious)
+
+    sim.loop._solve = solve  # type: ignore[method-assign]
+    return calls
+
+
+def _steps(sim: Sim, n: int) -> tuple[list[IntervalReport], list[Learned]]:
+    """n intervals: their reports, and the fits each learned."""
+    reports, fits = [], []
+    for _ in range(n):
+        reports.append(sim.step())
+        assert sim.loop.last_learned is not None
+        fits.append(sim.loop.last_learned)
+    return reports, fits
+
+
+def _which(calls: list[tuple[str, Learned]], fits: list[Learned]) -> list[tuple[bool, int]]:
+    """(in the worker thread, interval whose fits it solved) of each recorded solve."""
+    index = {id(f): i for i, f in enumerate(fits)}
+    return [(name.startswith("slate-solve"), index[id(learned)]) for name, learned in calls]
+
+
+def _wait_for(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_the_target_is_solved_in_the_background_for_the_next_interval(
+    boutique: Scenario,
+) -> None:
+    sim = Sim(boutique, max_shift=0.1)
+    sim.loop.background_solve = True
+    calls = _spy(sim)
+    reports, fits = _steps(sim, 4)
+    _wait_for(lambda: len(calls) == 4)  # the last interval's fits went to the worker last
+    sim.loop.close()
+    for rep in reports:
+        assert rep.held_reason is None
+        assert rep.conditions["Solved"].status == "True"
+        assert rep.target is not None and rep.predicted is not None
+        assert rep.max_weight_shift <= 0.1 + 1e-6
+    # The first interval solves on its own thread (nothing was solved before it) and its answer
+    # also serves the second; from the second on, each interval's fits go to the worker.
+    assert _which(calls, fits) == [(False, 0), (True, 1), (True, 2), (True, 3)]
+    assert sim.loop.background_errors_total == 0
+    assert sim.loop.last_background_s is not None
+
+
+def test_a_failed_background_solve_is_reported_and_the_interval_solves_itself(
+    boutique: Scenario, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors: list[BaseException] = []
+    sim = Sim(boutique)
+    sim.loop.background_solve = True
+    sim.loop.on_error = errors.append
+    calls = _spy(sim, fail_in_worker=True)
+    with caplog.at_level(logging.ERROR, logger="slate.control.loop"):
+        # The first interval solves itself and its answer serves the second, which hands its own
+        # fits to the worker: that crashes.
+        (first, second), fits = _steps(sim, 2)
+        _wait_for(lambda: sim.loop.background_errors_total == 1)
+        (third,), more = _steps(sim, 1)  # nothing from the worker: solves itself
+        fits += more
+    sim.loop.close()
+    assert [r.held_reason for r in (first, second, third)] == [None, None, None]
+    assert third.conditions["Solved"].status == "True"
+    assert sim.loop.background_errors_total == 1
+    assert [type(e) for e in errors] == [RuntimeError]
+    assert any("background_solve_crashed" in r.getMessage() for r in caplog.records)
+    assert _which(calls, fits) == [(False, 0), (True, 1), (False, 2)]
+
+
+def test_without_background_solve_every_interval_solves_on_its_own_thread(
+    boutique: Scenario,
+) -> None:
+    sim = Sim(boutique)
+    calls = _spy(sim)
+    _reports, fits = _steps(sim, 3)
+    assert [name for name, _f in calls] == [threading.main_thread().name] * 3
+    assert _which(calls, fits) == [(False, 0), (False, 1), (False, 2)]
