@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--state", type=Path, default=None, help="loop state file (resume on restart)")
     p.add_argument("--once", action="store_true", help="run one interval, print its report, exit")
     p.add_argument("--dry-run", action="store_true", help="compute and report, publish nothing")
+    p.add_argument(
+        "--background-solve",
+        action="store_true",
+        help="solve the next target LP in a worker between intervals: an interval's critical "
+        "path drops to query + learn + rollout, and the target lags the fits by one interval",
+    )
     p.add_argument("--lookback", default="30m", help="history used for learning (default 30m)")
     p.set_defaults(func=cmd_run)
 
@@ -363,7 +369,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         publishers.append(XdsPublisher(cache))
     source = prometheus_source(url, lookback_s=lookback, step_s=min(30.0, policy.interval_s))
     loop = ControlLoop(
-        policy, source, publishers, state, deployment=deployment, dry_run=args.dry_run
+        policy,
+        source,
+        publishers,
+        state,
+        deployment=deployment,
+        dry_run=args.dry_run,
+        background_solve=args.background_solve and not args.once,
     )
     if args.once:
         report = loop.step()
@@ -416,6 +428,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         left = policy.interval_s - (datetime.now(UTC) - started).total_seconds()
         stop.wait(max(left, 0.0))
         policy = loop.policy
+    loop.close()
     if server is not None:
         server.stop()
     return 0

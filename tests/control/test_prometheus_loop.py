@@ -236,13 +236,16 @@ def test_observe_with_prometheus_unreachable_exits_1_with_one_line(policy_file: 
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("sig", "flags"), [("SIGTERM", []), ("SIGINT", ["--background-solve"])], ids=["TERM", "INT-bg"]
+)
 def test_slate_run_loops_until_signalled_then_exits_cleanly_with_its_state(
-    live: SimulatedPrometheus, sc: Scenario, tmp_path: Path, sig: str
+    live: SimulatedPrometheus, sc: Scenario, tmp_path: Path, sig: str, flags: list[str]
 ) -> None:
     """`slate run` without --once: intervals every rollout.interval (5 s here) until SIGTERM or
     SIGINT, then exit 0 with no traceback, the state saved and the route file holding the weights
-    in force; a restart from that state resumes them."""
+    in force; a restart from that state resumes them. With --background-solve likewise (the
+    worker thread is stopped on the way out)."""
     import os
     import signal
     import time
@@ -269,7 +272,9 @@ def test_slate_run_loops_until_signalled_then_exits_cleanly_with_its_state(
         "--routes-file",
         str(routes),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*cmd, *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 90
         intervals = 0
