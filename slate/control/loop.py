@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from slate.control.learned import Learned, LearnedModel, external, internal, learn
 from slate.control.publishers import Publisher
 from slate.control.report import Condition, IntervalReport, Observed, Timings
-from slate.control.safety import DEADBAND, Problem, max_shift, project_many, settle
+from slate.control.safety import DEADBAND, Problem, limit_move, max_shift, project_many, settle
 from slate.control.state import LoopState
 from slate.evaluate import Evaluation, evaluate
 from slate.learn.curves import FittedStation
@@ -240,6 +240,7 @@ class ControlLoop:
                     if probe is not None:
                         new_weights, probed = probe
                         exploring = True
+                new_weights = _limit_moves(st.weights, new_weights, policy.max_shift_per_interval)
                 s_s += time.perf_counter() - t2
         except _Held as h:
             held = h
@@ -977,6 +978,22 @@ def _remember_directions(
             d = b.get(c, 0.0) - a.get(c, 0.0)
             if abs(d) > 1e-6:
                 directions[(*r.key, c)] = 1 if d > 0 else -1
+
+
+def _limit_moves(current: Routing, new: Routing, delta: float) -> Routing:
+    """`new` with every key's move from `current` at most `delta` (safety.limit_move): the
+    rounding of published weights must not take a move past maxShiftPerInterval."""
+    routes = []
+    for r in new.routes:
+        cur = current.get(*r.key)
+        if cur is None or not cur.normalized():
+            routes.append(r)
+            continue
+        a, b = cur.normalized(), r.normalized()
+        routes.append(
+            Route(*r.key, limit_move(a, b, delta)) if max_shift(a, b) > delta + 1e-9 else r
+        )
+    return Routing(tuple(routes), new.predicted)
 
 
 def _rounded(w: Mapping[str, float]) -> dict[str, float]:

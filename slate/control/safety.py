@@ -21,6 +21,10 @@ DEADBAND = 0.005
 jitter (and every change is an xDS push)."""
 
 
+ROUNDING_MARGIN = 1e-5
+"""How far under maxShiftPerInterval `limit_move` scales a move that the rounding pushed over."""
+
+
 def project(
     target: Mapping[str, float],
     current: Mapping[str, float],
@@ -140,6 +144,21 @@ def project_many(problems: Sequence[Problem]) -> list[dict[str, float]]:
         for row, (i, names, tt, ll, hh) in enumerate(todo):
             out[i] = _finish(names, tt, ll, hh, taus[row])
     return [x if x is not None else {} for x in out]
+
+
+def limit_move(
+    current: Mapping[str, float], new: Mapping[str, float], delta: float
+) -> dict[str, float]:
+    """`new`, or when it moves some share by more than `delta` from `current` (rounding to the
+    published precision and renormalising can add a few millionths), the same move scaled back
+    to `delta` less a margin for that rounding. Both are normalised shares."""
+    shift = max_shift(current, new)
+    if shift <= delta + 1e-9:  # float noise of a full step is not a violation
+        return dict(new)
+    f = max(delta - ROUNDING_MARGIN, 0.0) / shift
+    names = sorted(set(current) | set(new))
+    out = {c: current.get(c, 0.0) + f * (new.get(c, 0.0) - current.get(c, 0.0)) for c in names}
+    return {c: round(v, 6) for c, v in out.items() if v >= 1e-6}
 
 
 def max_shift(a: Mapping[str, float], b: Mapping[str, float]) -> float:

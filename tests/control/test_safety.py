@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slate.control.safety import max_shift, project, project_many, settle
+from slate.control.safety import limit_move, max_shift, project, project_many, settle
 
 
 def test_moves_at_most_delta_towards_the_target() -> None:
@@ -131,3 +131,31 @@ def test_projecting_many_keys_at_once_gives_project_bit_for_bit() -> None:
         problems.append((target, current, delta, local, min_local))
     assert project_many(problems) == [project(*p) for p in problems]
     assert project_many([]) == []
+
+
+def test_limit_move_scales_back_a_move_the_rounding_took_past_delta() -> None:
+    """Published weights are rounded to 6 decimals and renormalised: that can move a share by a
+    few millionths more than maxShiftPerInterval (seen in the closed loop: 0.1000019)."""
+    cur = {"a": 0.333333, "b": 0.333333, "c": 0.333334}
+    new = {"a": 0.4333352, "b": 0.2333324, "c": 0.3333324}
+    assert max_shift(cur, new) > 0.1 + 1e-6
+    out = limit_move(cur, new, 0.1)
+    total = sum(out.values())
+    assert max_shift(cur, {k: v / total for k, v in out.items()}) <= 0.1
+    assert out["a"] > cur["a"] and out["b"] < cur["b"]  # the same direction
+    assert limit_move(cur, {"a": 0.4, "b": 0.3, "c": 0.3}, 0.1) == {"a": 0.4, "b": 0.3, "c": 0.3}
+
+
+@settings(max_examples=200, deadline=None)
+@given(shares, shares, st.floats(0.01, 0.5))
+def test_limit_move_properties(a: list[float], b: list[float], delta: float) -> None:
+    n = min(len(a), len(b))
+    names = [f"c{i}" for i in range(n)]
+    cur = {k: v / sum(a[:n]) for k, v in zip(names, a[:n], strict=True)} if sum(a[:n]) else {}
+    new = {k: v / sum(b[:n]) for k, v in zip(names, b[:n], strict=True)} if sum(b[:n]) else {}
+    if not cur or not new:
+        return
+    out = limit_move(cur, new, delta)
+    total = sum(out.values())
+    assert total == pytest.approx(1.0, abs=1e-5)
+    assert max_shift(cur, {k: v / total for k, v in out.items()}) <= delta
