@@ -6,9 +6,16 @@ checked in one run. Add shared fixtures to shared_fixtures.py and import them he
 """
 
 from prometheus_harness import prometheus_factory
-from shared_fixtures import cli, public_scenarios, tiny_doc, tiny_scenario
+from shared_fixtures import boutique, cli, public_scenarios, tiny_doc, tiny_scenario
 
-__all__ = ["cli", "prometheus_factory", "public_scenarios", "tiny_doc", "tiny_scenario"]
+__all__ = [
+    "boutique",
+    "cli",
+    "prometheus_factory",
+    "public_scenarios",
+    "tiny_doc",
+    "tiny_scenario",
+]
 
 from hypothesis import settings
 

@@ -5,6 +5,7 @@ package-specific fixtures live beside their tests).
 - `tiny_doc`: a fresh copy of the hand-sized scenario document of tiny_scenario.py (objective
   `max_utilization: 0.8`), to edit in a test; `tiny_scenario`: it parsed.
 - `cli`: runs `slate` in-process, returning (exit code, stdout, stderr).
+- `boutique`: examples/scenarios/boutique-2r.yaml parsed (the control-loop tests' mesh).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from tiny_scenario import tiny
 
 from slate.model.scenario import Scenario
+from slate.model.scenario_file import load_scenario
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -50,3 +52,8 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def boutique() -> Scenario:
+    return load_scenario(EXAMPLES / "scenarios" / "boutique-2r.yaml")

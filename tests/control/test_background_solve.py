@@ -7,41 +7,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loop_sim import Sim
 
 from slate.control.learned import Learned
 from slate.control.report import IntervalReport
 from slate.model.scenario import Scenario
-from slate.model.scenario_file import load_scenario
 from slate.optimizer.solve import PolicyResult
-from slate.sim.closed_loop import INTERVAL_S, SCRAPE_S, START, make_loop
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def boutique() -> Scenario:
-    return load_scenario(ROOT / "examples/scenarios/boutique-2r.yaml")
-
-
-class Sim:
-    """The truth and a loop over it; `step()` runs one interval and applies what it published."""
-
-    def __init__(self, scenario: Scenario, **kw: Any) -> None:
-        self.mesh, self.store, self.loop = make_loop(scenario, **kw)
-        self.t = START.timestamp()
-
-    def step(self) -> IntervalReport:
-        self.mesh.run(self.store, self.t + SCRAPE_S, self.t + INTERVAL_S, SCRAPE_S)
-        self.t += INTERVAL_S
-        report = self.loop.step(datetime.fromtimestamp(self.t, UTC))
-        if report.publish_routes and report.routes.routes:
-            self.mesh.set_routing(report.routes)
-        return report
 
 
 def _spy(sim: Sim, fail_in_worker: bool = False) -> list[tuple[str, Learned]]:

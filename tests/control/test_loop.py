@@ -11,49 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loop_sim import Sim
 
 from slate.control.loop import ControlLoop
-from slate.control.publishers import CallbackPublisher, RoutesFilePublisher, XdsPublisher
+from slate.control.publishers import RoutesFilePublisher, XdsPublisher
 from slate.control.report import IntervalReport
 from slate.control.state import LoopState
 from slate.model.routing import Routing, load_routing
 from slate.model.scenario import Scenario
 from slate.model.scenario_file import load_scenario
 from slate.optimizer.errors import InfeasibleError
-from slate.sim.closed_loop import INTERVAL_S, SCRAPE_S, START, make_loop
+from slate.sim.closed_loop import make_loop
 from slate.telemetry.observation import Observation, TelemetryUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def boutique() -> Scenario:
-    return load_scenario(ROOT / "examples/scenarios/boutique-2r.yaml")
-
-
-class Sim:
-    """The truth and a loop over it; `step()` runs one interval and applies what was published."""
-
-    def __init__(self, scenario: Scenario, **kw: Any) -> None:
-        self.mesh, self.store, self.loop = make_loop(scenario, **kw)
-        self.t = START.timestamp()
-        self.applied: list[Routing] = []
-        self.loop.publishers.append(CallbackPublisher(self._apply))
-
-    def _apply(self, report: IntervalReport) -> None:
-        if report.publish_routes and report.routes.routes:
-            self.applied.append(report.routes)
-
-    def advance(self) -> None:
-        self.mesh.run(self.store, self.t + SCRAPE_S, self.t + INTERVAL_S, SCRAPE_S)
-        self.t += INTERVAL_S
-
-    def step(self) -> IntervalReport:
-        self.advance()
-        report = self.loop.step(datetime.fromtimestamp(self.t, UTC))
-        if report.publish_routes and report.routes.routes:
-            self.mesh.set_routing(report.routes)
-        return report
 
 
 def _weights(r: Routing) -> dict[tuple[str, str, str], dict[str, float]]:
