@@ -35,7 +35,7 @@ from slate.control.state import LoopState
 from slate.evaluate import Evaluation, evaluate
 from slate.learn.curves import FittedStation
 from slate.logs import kv
-from slate.model.keys import RouteKey
+from slate.model.keys import RouteKey, nearest_split
 from slate.model.policy import TrafficPolicy
 from slate.model.routing import INGRESS, Prediction, Route, Routing
 from slate.optimizer.bounds import WeightBound
@@ -531,9 +531,9 @@ class ControlLoop:
             svc = r.to.split(".", 1)[0]
             where = deployed.get(svc, set())
             if cur is None or not cur.normalized():
-                # Never published: start from where the mesh sends it now (nearest).
-                near = learned.scenario.topology.nearest(r.from_cluster, sorted(where))
-                cur_w = {near: 1.0}
+                # Never published: start from where the mesh sends it now (the default rule).
+                topology = learned.scenario.topology
+                cur_w = dict(nearest_split(topology, r.from_cluster, sorted(where)))
             else:
                 cur_w = {c: w for c, w in cur.normalized().items()}
             start[r.key] = cur_w

@@ -40,8 +40,3 @@ class Topology:
         """Candidates nearest first (by RTT from `src`; ties keep the declared cluster order)."""
         i = self.index(src)
         return sorted(candidates, key=lambda c: (self.rtt_ms[i][self.index(c)], self.index(c)))
-
-    def nearest(self, src: str, candidates: tuple[str, ...] | list[str]) -> str:
-        if not candidates:
-            raise ValueError("no candidate cluster")
-        return self.by_distance(src, candidates)[0]
