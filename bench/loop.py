@@ -76,6 +76,12 @@ def worker(name: str, intervals: int, background: bool = False) -> dict[str, Any
     started = time.perf_counter()
     scenario = _scenario(name)
     mesh, store, loop = make_loop(scenario)
+    try:
+        from slate.runtime import tune_gc
+    except ImportError:  # a revision from before slate/runtime.py: CPython's GC defaults
+        pass
+    else:
+        tune_gc()  # as `slate run` and `slate operator` do
     if background:
         loop.background_solve = True  # a revision without it ignores the attribute
     cpu = dict.fromkeys(("query", "learn", "publish"), 0.0)

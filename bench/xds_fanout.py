@@ -143,9 +143,10 @@ def serve(port: int, floor: bool) -> None:
     import logging
 
     from slate.model.routing import routing_from_json
+    from slate.runtime import tune_gc
     from slate.xds.cache import XdsCache
     from slate.xds.endpoints import endpoints_from_data
-    from slate.xds.server import XdsServer, tune_gc
+    from slate.xds.server import XdsServer
 
     logging.basicConfig(level=logging.ERROR)
     tune_gc()  # as `slate xds serve` does

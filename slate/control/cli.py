@@ -415,6 +415,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             metrics.errors.inc()
 
     loop.on_error = after
+    from slate.runtime import tune_gc
+
+    tune_gc()  # fewer, larger GC passes: ~0.2 s off a 10x100 interval (slate/runtime.py)
     print(f"slate run: {policy.namespace}/{policy.name} every {policy.interval_s:g}s", flush=True)
     while not stop.is_set():
         started = datetime.now(UTC)

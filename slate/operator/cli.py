@@ -122,6 +122,9 @@ def run_operator(args: argparse.Namespace) -> int:
         raise InputError("--kubeconfig", f"no such file: {args.kubeconfig}")
 
     from slate.operator.app import OperatorConfig, run
+    from slate.runtime import tune_gc
+
+    tune_gc()  # the loops' per-interval garbage and the xDS streams (slate/runtime.py)
 
     lease = float(args.lease_seconds)
     cfg = OperatorConfig(

@@ -150,8 +150,9 @@ async def _run(
     security: tuple[Any, Any],
     metrics_tls: ssl.SSLContext | None = None,
 ) -> int:
+    from slate.runtime import tune_gc
     from slate.xds.protocol import Limits
-    from slate.xds.server import XdsServer, tune_gc
+    from slate.xds.server import XdsServer
 
     limits = Limits(max_names=args.max_names, max_request_bytes=args.max_request_bytes)
     credentials, authorizer = security

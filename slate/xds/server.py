@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -69,19 +68,6 @@ SERVER_OPTIONS = [
     # full push to 10,000 streams sent ~11,000 extra PINGs.
     ("grpc.http2.bdp_probe", 0),
 ]
-
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """Make CPython's cyclic collector run less often, for a process holding many streams.
-
-    With the default thresholds (700, 10, 10) the collector keeps walking the heap of thousands of
-    long-lived stream objects: at 10,000 streams that was ~40% of the server's CPU per push in
-    bench/xds_fanout.py; with these it is a few percent. Process-wide, so the entry point decides
-    (`slate xds serve` does).
-    """
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class XdsServer:
