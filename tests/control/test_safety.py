@@ -158,4 +158,6 @@ def test_limit_move_properties(a: list[float], b: list[float], delta: float) -> 
     out = limit_move(cur, new, delta)
     total = sum(out.values())
     assert total == pytest.approx(1.0, abs=1e-5)
-    assert max_shift(cur, {k: v / total for k, v in out.items()}) <= delta
+    # limit_move passes a full step through when it is over delta by float noise only (1e-9);
+    # hypothesis found shift 0.5 against delta 0.49999999999999994.
+    assert max_shift(cur, {k: v / total for k, v in out.items()}) <= delta + 1e-9
