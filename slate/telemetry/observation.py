@@ -123,7 +123,10 @@ class StationObservation:
         responses of call-graph learning: outbound = sum_e per_request(e -> d) * inbound_e);
       - `latency_series_by_endpoint[endpoint id]`: mean destination-reported (inclusive) duration
         per endpoint class (nan where the class served nothing): Istio's duration histogram carries
-        the class label, so each class's own time is observable, not only the station's mix.
+        the class label, so each class's own time is observable, not only the station's mix;
+      - `outbound_ms_series[destination endpoint id]`: mean source-reported duration of one call
+        this station makes to that endpoint (RTT + callee time; nan where it made none): with the
+        learned calls per request of each class it gives a caller's own time per class.
     """
 
     service: str
@@ -137,12 +140,14 @@ class StationObservation:
     own_latency_series: Series
     outbound_series: Mapping[str, Series]
     latency_series_by_endpoint: Mapping[str, Series] = field(default_factory=dict)
+    outbound_ms_series: Mapping[str, Series] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_series_by_endpoint", _ro(self.latency_series_by_endpoint))
         object.__setattr__(self, "rps_by_endpoint", _ro(self.rps_by_endpoint))
         object.__setattr__(self, "rps_series", _ro(self.rps_series))
         object.__setattr__(self, "outbound_series", _ro(self.outbound_series))
+        object.__setattr__(self, "outbound_ms_series", _ro(self.outbound_ms_series))
 
     @property
     def key(self) -> tuple[str, str]:

@@ -84,7 +84,7 @@ def policy_queries(policy: PolicyView, lookback_s: float) -> PolicyQueries:
         rate("calls", REQUESTS, src, (SRC_SVC, SRC_CLUSTER, DST_SVC, ep, DST_CLUSTER)),
         rate("dur_sum", f"{DURATION}_sum", dst, (DST_SVC, DST_CLUSTER, ep)),
         rate("dur_count", f"{DURATION}_count", dst, (DST_SVC, DST_CLUSTER, ep)),
-        rate("out_sum", f"{DURATION}_sum", src, (SRC_SVC, SRC_CLUSTER)),
+        rate("out_sum", f"{DURATION}_sum", src, (SRC_SVC, SRC_CLUSTER, DST_SVC, ep)),
         rate("rtt_src_sum", f"{DURATION}_sum", src, (SRC_CLUSTER, DST_CLUSTER)),
         rate("rtt_src_count", f"{DURATION}_count", src, (SRC_CLUSTER, DST_CLUSTER)),
         rate("rtt_dst_sum", f"{DURATION}_sum", dst, (SRC_CLUSTER, DST_CLUSTER)),
@@ -339,6 +339,21 @@ def _build(
     for (frm, fc, eid), got in outbound_g.items():
         out_by[(frm, fc)][eid] = got
     outbound = out_by
+
+    # Mean source-reported duration of one call per (caller station, destination endpoint): with
+    # the learned calls per request, it splits a caller's outbound time between its classes.
+    out_keys: list[tuple[str, str, str] | None] = []
+    for r in a["out_sum"]:
+        dsvc, ssvc = r.labels.get(DST_SVC, ""), r.labels.get(SRC_SVC, "")
+        eid = ctx.endpoint_id(dsvc, r.labels.get(ep_label, "")) if dsvc in ctx.services else None
+        ok = eid is not None and ssvc in ctx.services
+        out_keys.append((ssvc, r.labels.get(SRC_CLUSTER, ""), eid) if ok and eid else None)
+    out_ms: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
+    for (frm, fc, eid), got in _grouped(ctx, a["out_sum"], out_keys).items():
+        n_calls = outbound.get((frm, fc), {}).get(eid)
+        if n_calls is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out_ms[(frm, fc)][eid] = np.where(n_calls > 0, got / n_calls, np.nan)
     into: dict[tuple[str, str], float] = defaultdict(float)  # source-reported rps into a station
     for (_frm, _fc, eid, tc), cs in calls.items():
         last = cs[-1]
@@ -397,6 +412,7 @@ def _build(
             rps_series={e: _tup(s) for e, s in sorted(series.items())},
             own_latency_series=_tup(own),
             outbound_series={e: _tup(s) for e, s in sorted(outbound.get(key, {}).items())},
+            outbound_ms_series={e: _tup(s) for e, s in sorted(out_ms.get(key, {}).items())},
             latency_series_by_endpoint=dict(sorted(by_class.items())),
         )
 

@@ -38,3 +38,28 @@ def test_observation_carries_each_class_latency_of_the_truth() -> None:
         x = {e: st.rps_by_endpoint[e] for e in lat}
         mix = sum(x[e] * st.latency_series_by_endpoint[e][-1] for e in lat) / sum(x.values())
         assert st.own_latency_ms == pytest.approx(mix, rel=1e-6)
+
+
+def test_observation_carries_the_time_per_call_of_each_destination() -> None:
+    """`outbound_ms_series[d]` is the mean source-reported time of one call to d: weighted by the
+    calls, it adds up to the station's outbound time per request, and a call costs at least the
+    callee's own destination-reported time."""
+    sc = load_scenario(ROOT / "examples/scenarios/boutique-2r.yaml")
+    _mesh, _store, loop = make_loop(sc)
+    obs = loop.source.observe(loop.policy, datetime.fromtimestamp(START.timestamp(), UTC))
+    callers = [st for st in obs.stations.values() if st.outbound_series]
+    assert callers
+    for st in callers:
+        assert set(st.outbound_ms_series) == set(st.outbound_series)
+        total = sum(
+            st.outbound_series[d][-1] * st.outbound_ms_series[d][-1] for d in st.outbound_series
+        )
+        assert st.outbound_ms_per_request is not None
+        assert total / st.rps == pytest.approx(st.outbound_ms_per_request, rel=1e-6), st.key
+        for d, series in st.outbound_ms_series.items():
+            callee = [
+                o.latency_series_by_endpoint[d][-1]
+                for o in obs.stations.values()
+                if d in o.latency_series_by_endpoint
+            ]
+            assert series[-1] >= 0.99 * min(callee), (st.key, d)
