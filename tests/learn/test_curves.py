@@ -10,9 +10,11 @@ import pytest
 from slate.learn.curves import (
     SERVERS,
     FittedStation,
+    _quantile,
     fit_class_service_times,
     fit_service_times,
     fit_station,
+    queue_shape,
 )
 from slate.model.latency import MMcStation
 
@@ -127,6 +129,60 @@ def test_classes_that_move_together_are_separated_by_their_own_durations() -> No
     assert set(fit_class_service_times(rows, own, ["list", "get"])) == {"list"}
 
 
+def _two_clusters(service_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """A leaf station with classes list and get in two clusters: "small" (1 replica, mostly get,
+    driven to 95% utilisation) and "big" (8 replicas, mostly list, 27-45%). The small cluster's
+    total rate is the lower, so its rows are the lightest by rate."""
+    rng = np.random.default_rng(5)
+    rows, own, cluster = [], [], []
+    for g, (replicas, mix, peak_rps) in enumerate(
+        [(1, (0.1, 0.9), 2900.0), (8, (0.8, 0.2), 5000.0)]
+    ):
+        for t in range(40):
+            r = peak_rps * (0.6 + 0.4 * t / 39) * np.array(mix)
+            rho = float(r @ service_ms) / (1000.0 * replicas)
+            wait = 1000.0 * float(queue_shape(replicas, np.array([rho]))[0]) / float(r.sum())
+            rows.append(r)
+            own.append((service_ms + wait) * (1 + 0.02 * rng.standard_normal(2)))
+            cluster.append(g)
+    return np.array(rows), np.array(own), cluster
+
+
+def test_class_times_are_not_the_queueing_of_the_cluster_a_class_is_served_in() -> None:
+    """Every class waits the same in one sample, so within-sample differences are service-time
+    differences; the level comes from the least-loaded cluster's lightest samples. Pooling the
+    clusters' lightest rows by rate read the busy cluster's queueing as service time (1.67 / 1.01
+    ms here, truth 0.92 / 0.26)."""
+    truth = np.array([0.92, 0.26])
+    rows, own, cluster = _two_clusters(truth)
+    got = fit_class_service_times(rows, own, ["list", "get"], row_groups=cluster)
+    assert got["list"] == pytest.approx(0.92, rel=0.05)
+    assert got["get"] == pytest.approx(0.26, rel=0.1)
+    pooled = fit_class_service_times(rows, own, ["list", "get"])  # one group: the old reading
+    assert pooled["get"] > 2 * 0.26
+
+
+def test_class_times_of_classes_never_measured_together() -> None:
+    """A class only ever measured alone gets its own lightest level; the others keep theirs."""
+    truth = np.array([0.92, 0.26])
+    rows, own, cluster = _two_clusters(truth)
+    alone = np.linspace(50.0, 100.0, 10)  # ten more samples of the big cluster: export alone
+    rows = np.vstack(
+        [np.column_stack([rows, np.zeros(80)]), np.column_stack([0 * alone, 0 * alone, alone])]
+    )
+    own = np.vstack(
+        [
+            np.column_stack([own, np.full(80, np.nan)]),
+            np.column_stack([np.full((10, 2), np.nan), 3.0 + alone / 1000]),
+        ]
+    )
+    got = fit_class_service_times(
+        rows, own, ["list", "get", "export"], row_groups=[*cluster, *[1] * 10]
+    )
+    assert got["export"] == pytest.approx(3.06, abs=0.01)  # its lightest samples' mean
+    assert got["list"] == pytest.approx(0.92, rel=0.05)
+
+
 @pytest.mark.parametrize(("a", "b"), [(0.0, 0.4), (2.5, 0.0), (1.3, 0.7)])
 def test_costs_and_slopes_at_many_points_are_queue_cost_and_queue_slope(a: float, b: float) -> None:
     """The optimizer's first tangents come from the batch; they must be the scalar curve's."""
@@ -140,3 +196,12 @@ def test_costs_and_slopes_at_many_points_are_queue_cost_and_queue_slope(a: float
                 continue
             assert q == pytest.approx(f.queue_cost(w), rel=1e-13, abs=1e-300)
             assert g == pytest.approx(f.queue_slope(w), rel=1e-13, abs=1e-300)
+
+
+def test_the_quick_quantile_is_numpys() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 4, 7, 30, 61):
+        for scale in (1e-3, 1.0, 1e3):
+            v = rng.random(n) * scale
+            for q in (0.0, 0.3, 0.5, 0.7, 1.0):
+                assert _quantile(v, q) == float(np.quantile(v, q))
