@@ -51,7 +51,7 @@ from slate.xds.endpoints import EndpointSet
 from slate.xds.follower import FollowerCache
 from slate.xds.metrics import XdsMetrics
 from slate.xds.resources import ClaOptions
-from slate.xds.security import https_context
+from slate.xds.security import HttpsCredentials
 from slate.xds.server import XdsServer
 
 log = logging.getLogger("slate.operator")
@@ -293,8 +293,11 @@ class Operator:
         if cfg.metrics_port is not None:
             tls = None
             if cfg.metrics_tls_cert is not None and cfg.metrics_tls_key is not None:
-                tls = https_context(
-                    cfg.metrics_tls_cert, cfg.metrics_tls_key, cfg.metrics_tls_client_ca
+                tls = HttpsCredentials(
+                    cfg.metrics_tls_cert,
+                    cfg.metrics_tls_key,
+                    cfg.metrics_tls_client_ca,
+                    metrics=self.xds_metrics,
                 )
             http, _t = self.xds_metrics.serve_http(cfg.metrics_port, cfg.host, tls=tls)
             ready += f" metrics on {cfg.host}:{http.server_port}"

@@ -26,10 +26,9 @@ from slate.xds.endpoints import EndpointSet, StaticEndpointSource
 from slate.xds.filewatch import describe_failure, file_signature, load_safely, watch_file
 
 if TYPE_CHECKING:  # grpc, protobuf and prometheus_client load only when serving (fast --help)
-    import ssl
-
     from slate.xds.cache import XdsCache
     from slate.xds.metrics import XdsMetrics
+    from slate.xds.security import HttpsCredentials
 
 log = logging.getLogger("slate.xds")
 
@@ -122,7 +121,7 @@ def serve(args: argparse.Namespace) -> int:
     metrics = XdsMetrics()
     # flags and certificates first: InputError -> exit 2
     security = security_from_args(args, metrics)
-    metrics_tls = metrics_tls_from_args(args)
+    metrics_tls = metrics_tls_from_args(args, metrics)
     routes_signature = file_signature(args.routes)
     routing = load_safely(load_routing, args.routes)  # any failure -> InputError -> exit 2
     source = StaticEndpointSource(
@@ -148,7 +147,7 @@ async def _run(
     metrics: XdsMetrics,
     routes_signature: tuple[int, int, int] | None,
     security: tuple[Any, Any],
-    metrics_tls: ssl.SSLContext | None = None,
+    metrics_tls: HttpsCredentials | None = None,
 ) -> int:
     from slate.runtime import tune_gc
     from slate.xds.protocol import Limits
@@ -249,9 +248,12 @@ def add_metrics_tls_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def metrics_tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """The /metrics port's SSLContext (None without the flags); InputError naming the flag when
-    they do not go together or a file cannot be used."""
+def metrics_tls_from_args(
+    args: argparse.Namespace, metrics: XdsMetrics | None = None
+) -> HttpsCredentials | None:
+    """The /metrics port's TLS, following rotations of its files (None without the flags; with
+    `metrics`, reloads are counted there); InputError naming the flag when they do not go together
+    or a file cannot be used."""
     if (args.metrics_tls_cert is None) != (args.metrics_tls_key is None):
         raise InputError(
             "--metrics-tls-cert", "--metrics-tls-cert and --metrics-tls-key go together"
@@ -264,9 +266,11 @@ def metrics_tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
         return None
     if args.metrics_port is None:
         raise InputError("--metrics-tls-cert", "secures the metrics port: needs --metrics-port")
-    from slate.xds.security import https_context
+    from slate.xds.security import HttpsCredentials
 
-    return https_context(args.metrics_tls_cert, args.metrics_tls_key, args.metrics_tls_client_ca)
+    return HttpsCredentials(
+        args.metrics_tls_cert, args.metrics_tls_key, args.metrics_tls_client_ca, metrics=metrics
+    )
 
 
 def check_security_arguments(args: argparse.Namespace) -> None:

@@ -10,8 +10,9 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -114,7 +115,7 @@ class XdsMetrics:
         port: int,
         host: str = "127.0.0.1",
         healthy: Callable[[], bool] | None = None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | TlsSource | None = None,
     ) -> tuple[WSGIServer, threading.Thread]:
         """`serve_http` of this registry."""
         return serve_http(self.registry, port, host, healthy, tls)
@@ -125,11 +126,13 @@ def serve_http(
     port: int,
     host: str = "127.0.0.1",
     healthy: Callable[[], bool] | None = None,
-    tls: ssl.SSLContext | None = None,
+    tls: ssl.SSLContext | TlsSource | None = None,
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve /metrics, and /healthz (200 while `healthy()`, else 503), on host:port from a
     daemon thread (port 0 picks a free one; IPv6 literals work); HTTPS with `tls` (a server
-    context; with a client CA loaded and CERT_REQUIRED, only clients with a certificate it signed).
+    context, or a source of the current one per connection, which is how rotated certificates
+    apply: security.HttpsCredentials; with a client CA loaded and CERT_REQUIRED, only clients
+    with a certificate it signed).
 
     Hand-written rather than prometheus_client's start_http_server because /healthz shares the
     port, and the TLS handshake runs in each request's thread: a client that stalls mid-handshake
@@ -152,25 +155,52 @@ def serve_http(
             # A failed handshake or a client gone mid-request: not worth a traceback on stderr.
             log.debug("metrics_http_error peer=%s", str(client_address)[:64])
 
+    source: TlsSource | None = _Fixed(tls) if isinstance(tls, ssl.SSLContext) else tls
+
     class Quiet(WSGIRequestHandler):
         def setup(self) -> None:
-            if isinstance(self.request, ssl.SSLSocket):
-                self.request.settimeout(HANDSHAKE_TIMEOUT_S)
-                self.request.do_handshake()
-                self.request.settimeout(None)
+            if source is not None:
+                conn = source.current().wrap_socket(
+                    self.request, server_side=True, do_handshake_on_connect=False
+                )
+                self.request = conn
+                try:
+                    conn.settimeout(HANDSHAKE_TIMEOUT_S)
+                    conn.do_handshake()
+                    conn.settimeout(None)
+                except BaseException:
+                    conn.close()
+                    raise
             super().setup()
+
+        def finish(self) -> None:
+            try:
+                super().finish()
+            finally:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.close()  # the server closes the plain socket it accepted
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
     httpd = make_server(host.strip("[]"), port, app, Server, handler_class=Quiet)
-    if tls is not None:
-        httpd.socket = tls.wrap_socket(
-            httpd.socket, server_side=True, do_handshake_on_connect=False
-        )
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     return httpd, thread
 
 
 HANDSHAKE_TIMEOUT_S = 10.0
+
+
+class TlsSource(Protocol):
+    """The server SSLContext to use for the next connection."""
+
+    def current(self) -> ssl.SSLContext: ...
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    ctx: ssl.SSLContext
+
+    def current(self) -> ssl.SSLContext:
+        return self.ctx

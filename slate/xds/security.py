@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -116,8 +117,8 @@ def https_context(
 ) -> ssl.SSLContext:
     """A server SSLContext for the HTTP ports (/metrics, /healthz): TLS 1.2+, and with
     `client_ca` only clients presenting a certificate it signed (mTLS). InputError naming
-    `{flag}-cert` / `-key` / `-client-ca` when a file cannot be read or used. Read once, at
-    start-up (unlike the xDS port, the metrics port does not follow rotations: restart)."""
+    `{flag}-cert` / `-key` / `-client-ca` when a file cannot be read or used. Read once: to
+    follow rotations, serve `HttpsCredentials` instead."""
     for path, which in ((cert, "cert"), (key, "key"), (client_ca, "client-ca")):
         if path is not None:
             _read(path, f"{flag}-{which}")
@@ -134,6 +135,51 @@ def https_context(
             raise InputError(f"{flag}-client-ca", f"cannot use {client_ca}: {e.reason}") from None
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+class HttpsCredentials:
+    """The HTTP ports' TLS (`https_context`), following the files as the xDS port does: each new
+    connection stats them and, when they changed, gets a context built from the new files. A
+    rotation that cannot be used (a file half written, a key that does not match) is logged and
+    counted (`slate_xds_reloads_total{file="metrics_tls"}` when given the metrics) and the
+    previous context stays in use; the next change is tried again. A whole new context is built
+    rather than certificates loaded into the old one: a client CA that is replaced must stop
+    being trusted, and an SSLContext can only add CAs."""
+
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        client_ca: Path | None = None,
+        flag: str = "--metrics-tls",
+        metrics: XdsMetrics | None = None,
+    ) -> None:
+        self._files = TlsFiles(cert, key, client_ca)
+        self._flag = flag
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._sig = _signature(self._files)
+        self._ctx = https_context(cert, key, client_ca, flag)  # InputError at start-up
+
+    def current(self) -> ssl.SSLContext:
+        sig = _signature(self._files)
+        if sig == self._sig:
+            return self._ctx
+        with self._lock:
+            if sig != self._sig:
+                self._sig = sig
+                f = self._files
+                try:
+                    self._ctx = https_context(f.cert, f.key, f.client_ca, self._flag)
+                except InputError as e:
+                    log.warning("%s", kv("https_tls_reload_rejected", reason=str(e)))
+                    if self._metrics is not None:
+                        self._metrics.reload_rejected("metrics_tls")
+                else:
+                    log.info("%s", kv("https_tls_reloaded", cert=f.cert))
+                    if self._metrics is not None:
+                        self._metrics.reload_applied("metrics_tls")
+            return self._ctx
 
 
 @dataclass(frozen=True)

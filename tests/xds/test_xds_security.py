@@ -293,13 +293,13 @@ def test_slate_run_serves_its_xds_port_over_mtls(certs: Path, tmp_path: Path) ->
     assert "Traceback" not in err
 
 
-def https_get(url: str, certs: Path, who: str | None) -> int | str:
+def https_get(url: str, certs: Path, who: str | None, ca: str = "ca") -> int | str:
     """GET over HTTPS trusting `ca`, with `who`'s client certificate: the status, or the error."""
     import ssl
     import urllib.error
     import urllib.request
 
-    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    ctx = ssl.create_default_context(cafile=str(certs / f"{ca}.crt"))
     if who is not None:
         ctx.load_cert_chain(certs / f"{who}.crt", certs / f"{who}.key")
     try:
@@ -361,3 +361,60 @@ def test_a_certificate_that_does_not_match_its_key_is_named(
     )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--metrics-tls-cert" in err, err
+
+
+def test_metrics_port_follows_rotated_certificates(certs: Path, tmp_path: Path) -> None:
+    """HttpsCredentials: each new connection gets the current files' context. A new server
+    certificate (from another CA) and a new client CA apply without a restart, the replaced CA
+    stops being trusted, and a half-written rotation keeps the last good files (counted)."""
+    import os
+
+    from slate.xds.metrics import serve_http
+    from slate.xds.security import HttpsCredentials
+
+    for name in ("ca", "ca2", "frontend"):
+        for ext in ("crt", "key"):
+            shutil.copy(certs / f"{name}.{ext}", tmp_path / f"{name}.{ext}")
+    make_cert(tmp_path, "frontend2", "URI:spiffe://cluster.local/ns/shop/sa/frontend", ca="ca2")
+
+    def put(name: str, data: bytes) -> None:  # as a Secret volume rotates: a new file, renamed
+        (tmp_path / f"{name}.new").write_bytes(data)
+        os.replace(tmp_path / f"{name}.new", tmp_path / name)
+
+    put("tls.crt", (certs / "server.crt").read_bytes())
+    put("tls.key", (certs / "server.key").read_bytes())
+    put("client-ca.crt", (certs / "ca.crt").read_bytes())
+    metrics = XdsMetrics()
+    creds = HttpsCredentials(
+        tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "client-ca.crt", metrics=metrics
+    )
+    httpd, _t = serve_http(metrics.registry, 0, tls=creds)
+    url = f"https://127.0.0.1:{httpd.server_port}/healthz"
+    try:
+        assert https_get(url, tmp_path, "frontend") == 200
+        assert https_get(url, tmp_path, "frontend2") != 200  # ca2 does not sign clients yet
+
+        # The server certificate rotates to one that ca2 signed.
+        put("tls.crt", (certs / "server2.crt").read_bytes())
+        put("tls.key", (certs / "server2.key").read_bytes())
+        assert https_get(url, tmp_path, "frontend", ca="ca2") == 200
+        assert https_get(url, tmp_path, "frontend", ca="ca") != 200
+
+        # A rotation caught half written: the last good context stays, and it is counted.
+        put("tls.crt", (certs / "server.crt").read_bytes()[:40])
+        assert https_get(url, tmp_path, "frontend", ca="ca2") == 200
+        assert _sample(metrics, "slate_xds_reloads_total", file="metrics_tls", result="rejected")
+        put("tls.crt", (certs / "server2.crt").read_bytes())
+
+        # The client CA rotates: ca2's clients are let in, ca's are not any more.
+        put("client-ca.crt", (certs / "ca2.crt").read_bytes())
+        assert https_get(url, tmp_path, "frontend2", ca="ca2") == 200
+        assert https_get(url, tmp_path, "frontend", ca="ca2") != 200
+        assert _sample(metrics, "slate_xds_reloads_total", file="metrics_tls", result="applied")
+    finally:
+        httpd.shutdown()
+
+
+def _sample(metrics: XdsMetrics, name: str, **labels: str) -> float:
+    got = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if got is None else got
