@@ -171,7 +171,7 @@ class HttpsCredentials:
                 f = self._files
                 try:
                     self._ctx = https_context(f.cert, f.key, f.client_ca, self._flag)
-                except InputError as e:
+                except Exception as e:  # any unusable rotation: the last good stays
                     log.warning("%s", kv("https_tls_reload_rejected", reason=str(e)))
                     if self._metrics is not None:
                         self._metrics.reload_rejected("metrics_tls")
