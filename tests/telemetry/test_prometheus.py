@@ -78,6 +78,12 @@ def assert_same(a: Observation, b: Observation, rel: float) -> None:
             assert o.rps_series[e] == pytest.approx(series, rel=rel, nan_ok=True)
         for e, series in s.outbound_series.items():
             assert o.outbound_series[e] == pytest.approx(series, rel=rel, nan_ok=True)
+        assert o.outbound_ms_series.keys() == s.outbound_ms_series.keys()
+        for e, series in s.outbound_ms_series.items():
+            assert o.outbound_ms_series[e] == pytest.approx(series, rel=rel, nan_ok=True)
+        assert o.latency_series_by_endpoint.keys() == s.latency_series_by_endpoint.keys()
+        for e, series in s.latency_series_by_endpoint.items():
+            assert o.latency_series_by_endpoint[e] == pytest.approx(series, rel=rel, nan_ok=True)
     assert a.routes.keys() == b.routes.keys()
     for rk, r in a.routes.items():
         for c, w in r.weights.items():
