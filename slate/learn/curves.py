@@ -340,7 +340,7 @@ def fit_class_service_times(
     (rows weighted by each class's rate: a mean over more requests is less noisy). Pooling rows
     instead (the lightest rows' mean per class) read the queueing of a busy cluster as the cost
     of the classes it happened to serve most: a station seen saturated got get 1.13 / list 0.14 ms
-    where the truth was 0.26 / 0.92 (docs/control.md, "Known gaps").
+    where the truth was 0.26 / 0.92 (docs/control.md, "What is learned, and how").
 
     The level of a set of classes measured together is their rows' mean of own - relative time
     over each cluster's lightest `low_quantile` of its rows (by its total rate: one cluster's
@@ -396,24 +396,17 @@ def _relative_class_times(w: FArray, y: FArray, row_w: FArray) -> FArray:
 
 def _co_measured(seen: npt.NDArray[np.bool_]) -> list[list[int]]:
     """The classes (columns) measured at all, grouped by whether a chain of shared rows links
-    them (connected components of the co-measurement graph)."""
-    n = seen.shape[1]
+    them (connected components of the co-measurement graph, scipy's), in the order of each
+    group's first column."""
+    from scipy.sparse.csgraph import connected_components
+
     linked = (seen.T.astype(float) @ seen.astype(float)) > 0
-    comps: list[list[int]] = []
-    done = np.zeros(n, dtype=bool)
-    for start in range(n):
-        if done[start] or not linked[start, start]:
-            continue
-        stack, comp = [start], []
-        done[start] = True
-        while stack:
-            j = stack.pop()
-            comp.append(j)
-            for k in np.flatnonzero(linked[j] & ~done):
-                done[k] = True
-                stack.append(int(k))
-        comps.append(sorted(comp))
-    return comps
+    _n, labels = connected_components(linked, directed=False)
+    comps: dict[int, list[int]] = {}
+    for j, label in enumerate(labels.tolist()):
+        if linked[j, j]:
+            comps.setdefault(label, []).append(j)
+    return list(comps.values())
 
 
 def _lightest_level(
