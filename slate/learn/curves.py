@@ -12,8 +12,11 @@ the non-negative least-squares fit of the per-request wait; the best (k, capacit
 the larger capacity. `valid_up_to` is the largest work measured: beyond it the curve is an
 extrapolation, and the control loop only lets the optimizer step a bounded distance past it.
 
-Base service times are not known to the loop (it never reads a scenario): `fit_service_times`
-learns them per endpoint class as the low-load intercept of own latency on the endpoint mix.
+Base service times are not known to the loop (it never reads a scenario):
+`fit_class_service_times` learns them per endpoint class from each class's own time (within-sample
+differences between classes, and the level of the least-loaded cluster's lightest samples);
+`fit_service_times`, the low-load intercept of the station's own latency on the endpoint mix,
+stands in where the class times are not in the telemetry.
 """
 
 from __future__ import annotations
