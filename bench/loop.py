@@ -1,6 +1,6 @@
 """Per-interval time of the control loop, split into query, learn, solve and publish.
 
-    python bench/loop.py [--intervals 3] [--big 10x100] [--skip-big] [--quick]
+    python bench/loop.py [--intervals 3] [--big 10x100] [--skip-big] [--quick] [--history 30]
                          [--baseline REV] [--baseline-timeout S] [--background-solve]
 
 Runs the closed-loop simulator (slate/sim/closed_loop.py: the truth writes Istio metrics into the
@@ -14,6 +14,12 @@ interval solved; `mean` and `max` are the whole interval's wall seconds over the
 (the median hides the intervals that solve more than one LP). Publishing writes the route file
 atomically. The truth's own time (writing the metrics) is not counted. Goal (issue 6): an
 interval under 1 s at 10 clusters x 100 services.
+
+`--history MIN` (default 30) first runs the truth for MIN minutes, so the measured intervals see
+that much telemetry. The loop's 30 min lookback is then full, as in a loop that has run for half
+an hour. Learning costs grow with it: each station's fit has one sample per 30 s of history, and
+with `--history 0` (only the simulator's 5 min warm-up) the intervals measure a loop just
+started, which is cheaper.
 
 Every case runs in a subprocess of its own. `--baseline REV` also runs git revision REV's loop
 (extracted with `git archive`) on the same cases, in the same run, interleaved case by case, and
@@ -65,9 +71,13 @@ def _scenario(name: str) -> Any:
     return load_scenario(ROOT / "examples/scenarios" / f"{name}.yaml")
 
 
-def worker(name: str, intervals: int, background: bool = False) -> dict[str, Any]:
+def worker(
+    name: str, intervals: int, background: bool = False, history_min: float = 0.0
+) -> dict[str, Any]:
     """One case in this process (whatever `slate` is on sys.path): per interval, wall and CPU
-    seconds per phase, the LPs solved and their wall time."""
+    seconds per phase, the LPs solved and their wall time. With `history_min`, the truth first
+    runs that many minutes under the starting routing, so the measured intervals see that much
+    history (30: the whole lookback, as a loop that has run for half an hour does)."""
     import slate.control.loop as loop_mod
     import slate.optimizer.solve as solve_mod
     from slate.control.publishers import RoutesFilePublisher
@@ -122,6 +132,9 @@ def worker(name: str, intervals: int, background: bool = False) -> dict[str, Any
         publisher: Any = Publisher(RoutesFilePublisher(Path(tmp) / "routes.json"))
         loop.publishers.append(publisher)
         t = START.timestamp()
+        if history_min > 0:
+            mesh.run(store, t + SCRAPE_S, t + 60.0 * history_min, SCRAPE_S)
+            t += 60.0 * history_min
         for _ in range(intervals):
             mesh.run(store, t + SCRAPE_S, t + INTERVAL_S, SCRAPE_S)
             t += INTERVAL_S
@@ -165,11 +178,17 @@ def worker(name: str, intervals: int, background: bool = False) -> dict[str, Any
 
 
 def _run(
-    name: str, intervals: int, pythonpath: Path, timeout: float, background: bool
+    name: str,
+    intervals: int,
+    pythonpath: Path,
+    timeout: float,
+    background: bool,
+    history_min: float = 0.0,
 ) -> dict[str, Any] | None:
     env = dict(os.environ, PYTHONPATH=str(pythonpath))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
-    cmd += ["--intervals", str(intervals)] + (["--background-solve"] if background else [])
+    cmd += ["--intervals", str(intervals), "--history", str(history_min)]
+    cmd += ["--background-solve"] if background else []
     try:
         done = subprocess.run(
             cmd, env=env, cwd=pythonpath, capture_output=True, text=True, timeout=timeout
@@ -231,10 +250,19 @@ def main(argv: list[str] | None = None) -> int:
         help="this tree's loop solves the target LP in a worker thread (ControlLoop's "
         "background_solve); the baseline runs as it is",
     )
+    ap.add_argument(
+        "--history",
+        type=float,
+        default=30.0,
+        metavar="MIN",
+        help="minutes of telemetry before the first measured interval (default 30, the whole "
+        "lookback: a loop in steady state; 0: the simulator's 5 min warm-up only, as a loop "
+        "just started)",
+    )
     ap.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.intervals, args.background_solve)))
+        print(json.dumps(worker(args.worker, args.intervals, args.background_solve, args.history)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -242,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         base_sha = _extract(args.baseline, base_root) if args.baseline else None
         load = os.getloadavg()
         print(
-            f"median per interval over intervals 2..{args.intervals}; "
+            f"median per interval over intervals 2..{args.intervals}, after {args.history:g} min "
+            "of telemetry; "
             f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start"
             + (f"; baseline {args.baseline} = {base_sha}" if base_sha else "")
         )
@@ -255,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             got: dict[str, dict[str, float]] = {}
             for label, path in runs:
                 bg = args.background_solve and label == "this"
-                res = _run(name, args.intervals, path, args.baseline_timeout, bg)
+                res = _run(name, args.intervals, path, args.baseline_timeout, bg, args.history)
                 if res is None:
                     print(f"  {label:10s} failed (see stderr)")
                     continue
