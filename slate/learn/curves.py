@@ -116,6 +116,28 @@ def _queue_shapes(rho: FArray) -> FArray:
     return np.asarray(res, dtype=float)
 
 
+TABLE_POINTS = 1 << 15
+"""Points of the `_queue_shapes` table over [0, RHO_SATURATED] that the fit interpolates."""
+_table: FArray | None = None
+
+
+def _queue_shapes_interpolated(rho: FArray) -> FArray:
+    """`_queue_shapes(rho[None])` for rho in [0, RHO_SATURATED], linearly interpolated in a table
+    computed once (TABLE_POINTS per shape, 2.6 MB): within 6e-7 of the exact figures wherever they
+    exceed 1e-3 (2e-5 absolute), and a quarter of the time (0.13 against 0.48 ms for one fit's
+    31 capacities x 61 samples). The exact recursion was a third of the learn phase at 10 clusters
+    x 100 services with a full lookback; only the fit's search over candidate curves uses this, the
+    fitted curve itself is exact (`FittedStation`)."""
+    global _table
+    if _table is None:
+        _table = _queue_shapes(np.linspace(0.0, RHO_SATURATED, TABLE_POINTS)[None, :])
+    pos = np.clip(rho, 0.0, RHO_SATURATED) * ((TABLE_POINTS - 1) / RHO_SATURATED)
+    lo = np.minimum(pos.astype(np.intp), TABLE_POINTS - 2)
+    frac = pos - lo
+    below = _table[:, lo]
+    return np.asarray(below + (_table[:, lo + 1] - below) * frac, dtype=float)
+
+
 @dataclass(frozen=True)
 class FittedStation:
     """A learned station curve, a frozen, hashable StationModel (slate/model/latency.py):
@@ -228,17 +250,19 @@ def fit_station(
     qq = float((wt * q * q).sum())
 
     # Every (queue shape c, capacity) candidate at once: axis 0 the shapes, axis 1 the
-    # capacities, axis 2 the samples (one pass of the Erlang recursion for all shapes).
+    # capacities, axis 2 the samples. The rho^3 term is the same for every shape: its sums are
+    # taken once per capacity (shape (C,), broadcast over the shapes).
     caps = w_max * CAPACITY_FACTORS  # (C,)
-    rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)[None, :, :]  # (1, C, n)
+    rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)  # (C, n)
     saturated = (w_max / caps >= RHO_SATURATED)[None, :]  # (1, C)
-    g1 = _queue_shapes(rho) * inv_r  # (S, C, n)
-    g2 = np.broadcast_to(rho**3 * inv_r, g1.shape)
-    s11 = (wt * g1 * g1).sum(axis=2)
-    s22 = (wt * g2 * g2).sum(axis=2)
-    s12 = (wt * g1 * g2).sum(axis=2)
-    t1 = (wt * g1 * q).sum(axis=2)
-    t2 = (wt * g2 * q).sum(axis=2)
+    g1 = _queue_shapes_interpolated(rho) * inv_r  # (S, C, n)
+    g2 = rho**3 * inv_r  # (C, n)
+    wg1 = g1 * wt
+    s11 = (wg1 * g1).sum(axis=2)
+    s12 = (wg1 * g2).sum(axis=2)
+    t1 = wg1 @ q
+    s22 = (g2 * g2) @ wt
+    t2 = g2 @ (wt * q)
     det = s11 * s22 - s12 * s12
     good = det > 1e-12 * s11 * s22
     with np.errstate(divide="ignore", invalid="ignore"):

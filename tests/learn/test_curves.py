@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 
 from slate.learn.curves import (
+    RHO_SATURATED,
     SERVERS,
     FittedStation,
     _quantile,
+    _queue_shapes,
+    _queue_shapes_interpolated,
     fit_class_service_times,
     fit_service_times,
     fit_station,
@@ -205,3 +208,13 @@ def test_the_quick_quantile_is_numpys() -> None:
             v = rng.random(n) * scale
             for q in (0.0, 0.3, 0.5, 0.7, 1.0):
                 assert _quantile(v, q) == float(np.quantile(v, q))
+
+
+def test_the_fits_interpolated_queue_shapes_are_the_exact_ones() -> None:
+    rng = np.random.default_rng(1)
+    rho = np.concatenate([rng.random((31, 61)).ravel() * RHO_SATURATED, [0.0, RHO_SATURATED]])
+    rho = rho.reshape(1, -1)
+    exact = _queue_shapes(rho[None])[:, 0]
+    got = _queue_shapes_interpolated(rho)[:, 0]
+    assert got.shape == exact.shape == (len(SERVERS), rho.shape[1])
+    np.testing.assert_allclose(got, exact, rtol=1e-6, atol=3e-5)
