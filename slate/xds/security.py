@@ -26,10 +26,10 @@ import os
 import ssl
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -41,6 +41,7 @@ from slate.xds.protocol import clip
 from slate.xds.views import ViewKey
 
 log = logging.getLogger("slate.xds.security")
+T = TypeVar("T")
 
 _LOGGED_PEERS = 10_000
 
@@ -81,34 +82,64 @@ def _configuration(files: TlsFiles) -> Any:
     return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
 
+class _FollowedFiles(Generic[T]):
+    """A value built from TLS files and rebuilt when they change: `refresh()` stats them (a
+    stat each, cheap enough for every new connection) and, when they changed, builds again. A
+    rotation that cannot be used (a file half written, a key that does not match) is logged as
+    `{event}_reload_rejected`, counted under `label`, and the last good value stays; the next
+    change is tried again. Both the xDS port and the HTTP ports follow their files this way."""
+
+    def __init__(
+        self,
+        files: TlsFiles,
+        build: Callable[[TlsFiles], T],
+        event: str,
+        label: str,
+        metrics: XdsMetrics | None,
+    ) -> None:
+        self._files, self._build, self._event, self._label = files, build, event, label
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._sig = _signature(files)
+        self.value = build(files)  # InputError naming the flag at start-up
+
+    def refresh(self) -> bool:
+        """True when the files changed and `value` was rebuilt from them."""
+        sig = _signature(self._files)
+        if sig == self._sig:
+            return False
+        with self._lock:
+            if sig == self._sig:
+                return False
+            self._sig = sig
+            try:
+                value = self._build(self._files)
+            except Exception as e:  # any unusable rotation: the last good stays
+                log.warning("%s", kv(f"{self._event}_reload_rejected", reason=str(e)))
+                if self._metrics is not None:
+                    self._metrics.reload_rejected(self._label)
+                return False
+            self.value = value
+            log.info("%s", kv(f"{self._event}_reloaded", cert=self._files.cert))
+            if self._metrics is not None:
+                self._metrics.reload_applied(self._label)
+            return True
+
+
 def server_credentials(
     files: TlsFiles, metrics: XdsMetrics | None = None
 ) -> grpc.ServerCredentials:
     """TLS (mTLS with a client CA) credentials that follow changes to the files.
 
     Raises InputError naming the flag if a file cannot be read at start-up."""
-    state = {"sig": _signature(files)}
-    initial = _configuration(files)
+    followed = _FollowedFiles(files, _configuration, "tls", "tls", metrics)
 
     def fetch() -> Any:
-        sig = _signature(files)
-        if sig == state["sig"]:
-            return None  # unchanged: keep the current certificates
-        state["sig"] = sig
-        try:
-            config = _configuration(files)
-        except InputError as e:
-            log.warning("%s", kv("tls_reload_rejected", reason=str(e)))
-            if metrics is not None:
-                metrics.reload_rejected("tls")
-            return None
-        log.info("%s", kv("tls_reloaded", cert=files.cert))
-        if metrics is not None:
-            metrics.reload_applied("tls")
-        return config
+        # None: unchanged (or an unusable rotation), keep the current certificates.
+        return followed.value if followed.refresh() else None
 
     return grpc.dynamic_ssl_server_credentials(
-        initial, fetch, require_client_authentication=files.client_ca is not None
+        followed.value, fetch, require_client_authentication=files.client_ca is not None
     )
 
 
@@ -138,13 +169,12 @@ def https_context(
 
 
 class HttpsCredentials:
-    """The HTTP ports' TLS (`https_context`), following the files as the xDS port does: each new
-    connection stats them and, when they changed, gets a context built from the new files. A
-    rotation that cannot be used (a file half written, a key that does not match) is logged and
-    counted (`slate_xds_reloads_total{file="metrics_tls"}` when given the metrics) and the
-    previous context stays in use; the next change is tried again. A whole new context is built
-    rather than certificates loaded into the old one: a client CA that is replaced must stop
-    being trusted, and an SSLContext can only add CAs."""
+    """The HTTP ports' TLS (`https_context`), following the files as the xDS port does
+    (`_FollowedFiles`): each new connection gets the context of the current files; a rotation
+    that cannot be used is logged and counted (`slate_xds_reloads_total{file="metrics_tls"}` when
+    given the metrics) and the previous context stays. A whole new context is built rather than
+    certificates loaded into the old one: a client CA that is replaced must stop being trusted,
+    and an SSLContext can only add CAs."""
 
     def __init__(
         self,
@@ -154,32 +184,15 @@ class HttpsCredentials:
         flag: str = "--metrics-tls",
         metrics: XdsMetrics | None = None,
     ) -> None:
-        self._files = TlsFiles(cert, key, client_ca)
-        self._flag = flag
-        self._metrics = metrics
-        self._lock = threading.Lock()
-        self._sig = _signature(self._files)
-        self._ctx = https_context(cert, key, client_ca, flag)  # InputError at start-up
+        def build(f: TlsFiles) -> ssl.SSLContext:
+            return https_context(f.cert, f.key, f.client_ca, flag)
+
+        files = TlsFiles(cert, key, client_ca)
+        self._followed = _FollowedFiles(files, build, "https_tls", "metrics_tls", metrics)
 
     def current(self) -> ssl.SSLContext:
-        sig = _signature(self._files)
-        if sig == self._sig:
-            return self._ctx
-        with self._lock:
-            if sig != self._sig:
-                self._sig = sig
-                f = self._files
-                try:
-                    self._ctx = https_context(f.cert, f.key, f.client_ca, self._flag)
-                except Exception as e:  # any unusable rotation: the last good stays
-                    log.warning("%s", kv("https_tls_reload_rejected", reason=str(e)))
-                    if self._metrics is not None:
-                        self._metrics.reload_rejected("metrics_tls")
-                else:
-                    log.info("%s", kv("https_tls_reloaded", cert=f.cert))
-                    if self._metrics is not None:
-                        self._metrics.reload_applied("metrics_tls")
-            return self._ctx
+        self._followed.refresh()
+        return self._followed.value
 
 
 @dataclass(frozen=True)
