@@ -286,9 +286,10 @@ def _class_own_series(
     if len(together) > 1:
         x = np.column_stack([_arr(st.rps_series.get(eids[j], nan)) for j in together])
         w = np.where(np.isfinite(x) & np.isfinite(out[:, together]) & (x > 0), x, 0.0)
+        total = w.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (w * np.nan_to_num(out[:, together])).sum(axis=1) / w.sum(axis=1)
-        mean[w.sum(axis=1) <= 0] = np.nan
+            mean = (w * np.nan_to_num(out[:, together])).sum(axis=1) / total
+        mean[total <= 0] = np.nan
         for j in together:
             out[:, j] = np.where(np.isfinite(out[:, j]), mean, np.nan)
     return out

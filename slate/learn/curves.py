@@ -443,8 +443,9 @@ def _lightest_level(
     cluster's lightest `low_quantile` of rows (by total rate). None when no cluster has two
     light rows measured."""
     best: float | None = None
+    measured = w.sum(axis=1) > 0
     for g in np.unique(groups):
-        rows = np.flatnonzero((groups == g) & (w.sum(axis=1) > 0))
+        rows = np.flatnonzero((groups == g) & measured)
         if len(rows) < 2:
             continue
         t = tot[rows]

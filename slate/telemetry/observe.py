@@ -346,8 +346,10 @@ def _build(
     for r in a["out_sum"]:
         dsvc, ssvc = r.labels.get(DST_SVC, ""), r.labels.get(SRC_SVC, "")
         eid = ctx.endpoint_id(dsvc, r.labels.get(ep_label, "")) if dsvc in ctx.services else None
-        ok = eid is not None and ssvc in ctx.services
-        out_keys.append((ssvc, r.labels.get(SRC_CLUSTER, ""), eid) if ok and eid else None)
+        if eid is None or ssvc not in ctx.services:
+            out_keys.append(None)
+        else:
+            out_keys.append((ssvc, r.labels.get(SRC_CLUSTER, ""), eid))
     out_ms: dict[tuple[str, str], dict[str, npt.NDArray[np.float64]]] = defaultdict(dict)
     for (frm, fc, eid), got in _grouped(ctx, a["out_sum"], out_keys).items():
         n_calls = outbound.get((frm, fc), {}).get(eid)
