@@ -16,6 +16,7 @@ difference to `default`'s (every variant solves the same LP: it should be ~1e-9)
 Variants (see bench/README.md for what they measured):
   default          as highs.solve_lp: solver=ipm from IPM_ROWS rows (crossover on), else simplex
   no-crossover     run_crossover=off (the interior point, not a vertex)
+  ipm-tol-1e-6/-5  the same, stopped at ipm_optimality_tolerance 1e-6 / 1e-5 (default 1e-8)
   bound-scale+3    user_bound_scale=3 (and -3); cost-scale-6: user_objective_scale=-6
   simplex          dual simplex; simplex-scale0/4: simplex_scale_strategy 0 (off) / 4
   geo-scaled       rows and columns scaled by 4 passes of geometric-mean equilibration
@@ -180,6 +181,12 @@ def variants(form: SolverForm) -> dict[str, Callable[[], Outcome]]:
     return {
         "default": primal(form, ipm),
         "no-crossover": primal(form, {**ipm, "run_crossover": "off"}),
+        "ipm-tol-1e-6": primal(
+            form, {**ipm, "run_crossover": "off", "ipm_optimality_tolerance": 1e-6}
+        ),
+        "ipm-tol-1e-5": primal(
+            form, {**ipm, "run_crossover": "off", "ipm_optimality_tolerance": 1e-5}
+        ),
         "bound-scale+3": primal(form, {**ipm, "user_bound_scale": 3}),
         "bound-scale-3": primal(form, {**ipm, "user_bound_scale": -3}),
         "cost-scale-6": primal(form, {**ipm, "user_objective_scale": -6}),
