@@ -9,6 +9,9 @@ Safety rules, all here:
   the range is not stepped past for COOLDOWN intervals;
 - weights move at most maxShiftPerInterval per interval towards the target (safety.project), keep
   minLocalShare, and do not move at all inside a small deadband (no jitter from noisy fits);
+- the rollout never stalls for good: when it has not moved for STALL_INTERVALS intervals while the
+  learned model puts the target more than MAX_BAND better, its damping memory (each weight's last
+  direction and each key's step limit) starts afresh;
 - a Prometheus outage, stale or empty telemetry, an infeasible or failed solve keep the weights in
   force (never zero a locality silently) and say why (`held_reason`, the conditions);
 - `run()` never dies silently: every exception of an interval is logged, counted and the next
@@ -72,6 +75,12 @@ GROW = 2.0
 """Per-key step-size adaptation (Rprop's eta-minus / eta-plus): see ControlLoop._roll_out."""
 STEP_LENGTHS = (1.0, 0.5, 0.25)
 """Fractions of the projected move tried each interval; the learned model picks the best."""
+STALL_INTERVALS = 3
+"""Intervals without a move, with the target more than MAX_BAND better by the learned model, after
+which the rollout's damping memory is cleared (ControlLoop._restart_rollout). The damping halves a
+key's step each time its move would turn a weight back; a key whose step fell below the deadband
+that way never moves again, and a target that needs it is never reached (measured: hotel-3r
+distorted, simulator seed 3, held 10.3% from the optimum from interval 12 on)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,8 @@ class ControlLoop:
         self.last_learned: Learned | None = None
         self._lock = threading.Lock()
         self._pending_limits: dict[tuple[str, str, str], float] = {}
+        self._pending_stalled = False
+        self.rollout_restarts_total = 0
         self._evaluations: dict[
             tuple[int, int, frozenset[int]], tuple[tuple[object, ...], Evaluation | None]
         ] = {}
@@ -234,6 +245,8 @@ class ControlLoop:
                     )
                 )
                 target_j = self._objective(learned, target)
+                if st.stalled >= STALL_INTERVALS:
+                    self._restart_rollout(policy)
                 new_weights = self._roll_out(learned, target, target_j, st.weights, policy, band)
                 if st.cooldown == 0 and learned.unmeasured_rtt:
                     probe = self._probe_unmeasured(learned, target_j, new_weights, band)
@@ -330,6 +343,7 @@ class ControlLoop:
                 a, b = st.weights.get(*k), new_weights.get(*k)
                 if a is None or b is None or max_shift(a.normalized(), b.normalized()) > 1e-6:
                     st.step_limits[k] = lim
+            st.stalled = st.stalled + 1 if self._pending_stalled else 0
             st.weights = new_weights
         if was_rolled_back:
             st.cooldown = COOLDOWN
@@ -525,6 +539,7 @@ class ControlLoop:
         step: dict[tuple[str, str, str], dict[str, float]] = {}
         limits: dict[tuple[str, str, str], float] = {}
         self._pending_limits = limits
+        self._pending_stalled = False
         wanted: list[tuple[tuple[str, str, str], dict[str, float], str | None]] = []
         for r in target.routes:
             cur = current.get(*r.key)
@@ -620,7 +635,31 @@ class ControlLoop:
                 if obj < now * (1 - max(need, IMPROVEMENT_DEADBAND)):
                     keep = tuple(r for k, r in routes.items() if k not in start)
                     best = Routing(tuple(boxed.routes) + keep)
+        # Stalled: no move, although the learned model puts the target further away than the fits'
+        # largest uncertainty (step() counts these intervals; see STALL_INTERVALS).
+        self._pending_stalled = (
+            best is base and math.isfinite(now) and now > target_objective * (1 + MAX_BAND)
+        )
         return Routing(tuple(sorted(best.routes, key=lambda r: r.key)))
+
+    def _restart_rollout(self, policy: TrafficPolicy) -> None:
+        """Clear the rollout's damping memory (each weight's last direction, each key's step
+        limit): the next moves start at full step, as from a fresh start. The weights in force,
+        the target and the fits are kept."""
+        st = self.state
+        log.info(
+            "%s",
+            kv(
+                "rollout_restarted",
+                policy=_name(policy),
+                stalled_intervals=st.stalled,
+                frozen_keys=sum(1 for v in st.step_limits.values() if v < DEADBAND),
+            ),
+        )
+        st.directions.clear()
+        st.step_limits.clear()
+        st.stalled = 0
+        self.rollout_restarts_total += 1
 
     def _band(
         self,

@@ -35,6 +35,8 @@ class LoopState:
     """Cluster pairs of unmeasured RTT probed, and the interval of the last probe."""
     step_limits: dict[tuple[str, str, str], float] = field(default_factory=dict)
     """Per route key: the most its weights may move next (<= maxShiftPerInterval)."""
+    stalled: int = 0
+    """Intervals in a row the rollout has not moved while far from its target (loop.py)."""
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -55,6 +57,7 @@ class LoopState:
             "directions": [[*k, v] for k, v in sorted(self.directions.items())],
             "step_limits": [[*k, v] for k, v in sorted(self.step_limits.items())],
             "probed": [[*k, v] for k, v in sorted(self.probed.items())],
+            "stalled": self.stalled,
         }
         return json.dumps(data, indent=1)
 
@@ -86,6 +89,7 @@ class LoopState:
             step_limits={
                 (str(d[0]), str(d[1]), str(d[2])): float(d[3]) for d in data.get("step_limits", [])
             },
+            stalled=int(data.get("stalled", 0)),
         )
 
     def save(self, path: str | Path) -> None:

@@ -164,6 +164,7 @@ def test_state_round_trips_and_a_restart_resumes_without_a_jump(boutique: Scenar
     sim = Sim(boutique)
     for _ in range(3):
         sim.step()
+    sim.loop.state.stalled = 2  # as if two intervals had not moved (loop.STALL_INTERVALS)
     text = sim.loop.state.to_json()
     restored = LoopState.from_json(text)
     assert restored.weights == sim.loop.state.weights
@@ -174,6 +175,7 @@ def test_state_round_trips_and_a_restart_resumes_without_a_jump(boutique: Scenar
     assert restored.target.routes == sim.loop.state.target.routes
     assert restored.directions == sim.loop.state.directions and restored.directions
     assert restored.step_limits == sim.loop.state.step_limits and restored.step_limits
+    assert restored.stalled == 2
     assert json.loads(restored.to_json()) == json.loads(text)
     # A new loop over the same telemetry, from the saved state: the first interval moves no
     # weight by more than the rollout limit from what was in force.

@@ -135,6 +135,26 @@ def test_demand_step_is_reconverged() -> None:
     assert at is not None and at <= step_at + 15, [r.gap for r in result.rows[step_at:]]
 
 
+@pytest.mark.slow
+def test_a_stalled_rollout_restarts(caplog: pytest.LogCaptureFixture) -> None:
+    """hotel-3r distorted, simulator seed 3: from interval 12 the learned model puts the target
+    ~7% better than the weights in force, but one key's step has been damped below the deadband
+    (its moves kept turning back), so no step towards the target helps and the loop used to hold
+    10.3% from the optimum to the end. After STALL_INTERVALS such intervals the damping restarts
+    and the loop converges."""
+    scenario = load_scenario(ROOT / "examples/scenarios/hotel-3r.yaml")
+    with caplog.at_level("INFO", logger="slate.control.loop"):
+        result = run_closed_loop(
+            scenario, intervals=25, truth="distorted", max_shift=MAX_SHIFT, seed=3
+        )
+    check_shift(result)
+    assert any("rollout_restarted" in r.getMessage() for r in caplog.records)
+    final = result.rows[-1].gap
+    assert final is not None and final <= TOLERANCE, [r.gap for r in result.rows]
+    at = converged_at(result)
+    assert at is not None and reversals_after(result, at) <= 2
+
+
 def test_cli_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
