@@ -165,6 +165,7 @@ class ControlLoop:
         problems: tuple[str, ...] = ()
         learned: Learned | None = None
         probed: tuple[str, str] | None = None
+        restarted = False
         try:
             try:
                 obs = self.source.observe(policy, now)
@@ -247,6 +248,7 @@ class ControlLoop:
                 target_j = self._objective(learned, target)
                 if st.stalled >= STALL_INTERVALS:
                     self._restart_rollout(policy)
+                    restarted = True
                 new_weights = self._roll_out(learned, target, target_j, st.weights, policy, band)
                 if st.cooldown == 0 and learned.unmeasured_rtt:
                     probe = self._probe_unmeasured(learned, target_j, new_weights, band)
@@ -285,7 +287,14 @@ class ControlLoop:
         ):
             applied = Condition("True", "Converged", "the weights in force are the target")
         else:
-            applied = Condition("True", "RollingOut", f"moved at most {shift:.3f} this interval")
+            note = (
+                f" (rollout restarted after {STALL_INTERVALS} intervals without a move)"
+                if restarted
+                else ""
+            )
+            applied = Condition(
+                "True", "RollingOut", f"moved at most {shift:.3f} this interval{note}"
+            )
 
         report = IntervalReport(
             policy=_name(policy),

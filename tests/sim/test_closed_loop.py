@@ -149,6 +149,10 @@ def test_a_stalled_rollout_restarts(caplog: pytest.LogCaptureFixture) -> None:
         )
     check_shift(result)
     assert any("rollout_restarted" in r.getMessage() for r in caplog.records)
+    # The status says so too (Applied's message, reason unchanged).
+    said = [r.conditions["Applied"] for r in result.reports]
+    said = [c for c in said if "rollout restarted" in c.message]
+    assert said and all(c.reason == "RollingOut" for c in said)
     final = result.rows[-1].gap
     assert final is not None and final <= TOLERANCE, [r.gap for r in result.rows]
     at = converged_at(result)
