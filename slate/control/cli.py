@@ -476,10 +476,17 @@ class _LoopMetrics:
         self.seconds = Histogram(
             "slate_loop_interval_seconds", "Time per interval", ["phase"], registry=self.registry
         )
+        self.restarts = Counter(
+            "slate_loop_rollout_restarts",
+            "Intervals that restarted a stalled rollout's step damping",
+            registry=self.registry,
+        )
 
     def publish(self, report: Any) -> None:
         self.intervals.labels(report.held_reason or "").inc()
         self.shift.set(report.max_weight_shift)
+        if getattr(report, "rollout_restarted", False):
+            self.restarts.inc()
         if report.predicted is not None and math.isfinite(report.predicted.mean_latency_ms):
             self.predicted.set(report.predicted.mean_latency_ms)
         if report.observed is not None and report.observed.mean_latency_ms is not None:

@@ -124,7 +124,6 @@ class ControlLoop:
         self._lock = threading.Lock()
         self._pending_limits: dict[tuple[str, str, str], float] = {}
         self._pending_stalled = False
-        self.rollout_restarts_total = 0
         self._evaluations: dict[
             tuple[int, int, frozenset[int]], tuple[tuple[object, ...], Evaluation | None]
         ] = {}
@@ -314,6 +313,7 @@ class ControlLoop:
             timings=Timings(q_s, l_s, s_s, 0.0),
             problems=problems,
             fit_r2=_fit_r2(learned),
+            rollout_restarted=restarted,
         )
         t3 = time.perf_counter()
         publish_error: str | None = None
@@ -668,7 +668,6 @@ class ControlLoop:
         st.directions.clear()
         st.step_limits.clear()
         st.stalled = 0
-        self.rollout_restarts_total += 1
 
     def _band(
         self,

@@ -84,6 +84,8 @@ class IntervalReport:
     timings: Timings = field(default_factory=Timings)
     problems: tuple[str, ...] = ()
     fit_r2: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    rollout_restarted: bool = False
+    """This interval cleared the rollout's damping memory after a stall (loop.STALL_INTERVALS)."""
     """(service, cluster) -> R^2 of the station's curve fitted this interval (stations fitted
     from their own samples only; docs/operator.md exports it as `slate_fit_r2`)."""
 
@@ -112,6 +114,7 @@ class IntervalReport:
             },
             "solve_seconds": round(self.solve_seconds, 4),
             "exploring": self.exploring,
+            "rollout_restarted": self.rollout_restarted,
             "held_reason": self.held_reason,
             "max_weight_shift": round(self.max_weight_shift, 6),
             "timings": {

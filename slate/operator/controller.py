@@ -410,6 +410,8 @@ class Controller:
             set_finite(m.observed_egress.labels(ns, name), report.observed.egress_usd_per_hour)
         if report.exploring:
             m.exploration_steps.labels(ns, name).inc()
+        if getattr(report, "rollout_restarted", False) is True:
+            m.rollout_restarts.labels(ns, name).inc()
         if report.held_reason:
             ready = report.conditions.get("Ready")
             m.loop_errors.labels(ns, name, ready.reason if ready else "Held").inc()

@@ -79,6 +79,12 @@ class OperatorMetrics:
             p,
             registry=r,
         )
+        self.rollout_restarts = Counter(
+            "slate_rollout_restarts",
+            "Intervals in which a stalled rollout's step damping was cleared (docs/control.md).",
+            p,
+            registry=r,
+        )
         self.intervals = Counter("slate_intervals", "Control-loop intervals run.", p, registry=r)
         self.loop_errors = Counter(
             "slate_loop_errors",

@@ -239,3 +239,31 @@ def test_the_loop_is_handed_no_scenario(boutique: Scenario) -> None:
         assert not isinstance(obj, forbidden), f"the loop can reach a {type(obj).__name__}"
         todo.extend(gc.get_referents(obj))
     assert not any(isinstance(v, int) and v > 1 for v in loop.deployment.values())
+
+
+def test_run_metrics_count_rollout_restarts() -> None:
+    """`slate run --metrics-port`: every interval counted, and the ones that restarted a stalled
+    rollout (IntervalReport.rollout_restarted) counted apart."""
+    from slate.control.cli import _LoopMetrics
+    from slate.control.report import Condition
+
+    metrics = _LoopMetrics()
+    rep = IntervalReport(
+        "ns/p",
+        datetime.now(UTC),
+        {"Ready": Condition("True", "RollingOut")},
+        Routing(()),
+        None,
+        None,
+        None,
+        0.0,
+        False,
+        None,
+    )
+    metrics.publish(rep)
+    metrics.publish(dataclasses.replace(rep, rollout_restarted=True))
+    metrics.publish(rep)
+    r = metrics.registry
+    assert r.get_sample_value("slate_loop_intervals_total", {"held": ""}) == 3
+    assert r.get_sample_value("slate_loop_rollout_restarts_total") == 1
+    assert rep.to_json()["rollout_restarted"] is False

@@ -47,6 +47,7 @@ class Report:
     held_reason: str | None
     publish_routes: bool = True
     fit_r2: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    rollout_restarted: bool = False
 
 
 @dataclass
@@ -144,6 +145,7 @@ class StandinLoop:
             solve_seconds=0.01,
             exploring=st.interval == 1,
             held_reason=None,
+            rollout_restarted=st.interval == 1,
             publish_routes=not policy.paused and policy.output != "dryRun",
             fit_r2={(policy.services[0].name, clusters[0]): 0.93},
         )

@@ -297,6 +297,7 @@ async def test_metrics_after_an_interval() -> None:
     assert r.get_sample_value("slate_observed_latency_seconds", labels) == pytest.approx(0.044)
     assert r.get_sample_value("slate_predicted_egress_usd_per_hour", labels) == 0.25
     assert r.get_sample_value("slate_exploration_steps_total", labels) == 1
+    assert r.get_sample_value("slate_rollout_restarts_total", labels) == 1
     assert r.get_sample_value("slate_solve_seconds_count", labels) == 1
     assert r.get_sample_value("slate_policy_ready", labels) == 1
     w = {

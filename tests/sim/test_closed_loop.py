@@ -153,6 +153,7 @@ def test_a_stalled_rollout_restarts(caplog: pytest.LogCaptureFixture) -> None:
     said = [r.conditions["Applied"] for r in result.reports]
     said = [c for c in said if "rollout restarted" in c.message]
     assert said and all(c.reason == "RollingOut" for c in said)
+    assert sum(r.rollout_restarted for r in result.reports) == len(said)
     final = result.rows[-1].gap
     assert final is not None and final <= TOLERANCE, [r.gap for r in result.rows]
     at = converged_at(result)
