@@ -147,6 +147,7 @@ class ControlLoop:
         now = at or datetime.now(UTC)
         st = self.state
         self._evaluations.clear()
+        self._pending_stalled = False  # set by _roll_out, when this interval runs it
         self._fresh = None
         self._to_solve = None
         t0 = time.perf_counter()

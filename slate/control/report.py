@@ -84,10 +84,10 @@ class IntervalReport:
     timings: Timings = field(default_factory=Timings)
     problems: tuple[str, ...] = ()
     fit_r2: Mapping[tuple[str, str], float] = field(default_factory=dict)
-    rollout_restarted: bool = False
-    """This interval cleared the rollout's damping memory after a stall (loop.STALL_INTERVALS)."""
     """(service, cluster) -> R^2 of the station's curve fitted this interval (stations fitted
     from their own samples only; docs/operator.md exports it as `slate_fit_r2`)."""
+    rollout_restarted: bool = False
+    """This interval cleared the rollout's damping memory after a stall (loop.STALL_INTERVALS)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conditions", MappingProxyType(dict(self.conditions)))
