@@ -267,3 +267,30 @@ def test_run_metrics_count_rollout_restarts() -> None:
     assert r.get_sample_value("slate_loop_intervals_total", {"held": ""}) == 3
     assert r.get_sample_value("slate_loop_rollout_restarts_total") == 1
     assert rep.to_json()["rollout_restarted"] is False
+
+
+def test_a_stall_count_at_the_limit_restarts_the_rollout(boutique: Scenario) -> None:
+    """The mechanism on its own (the closed-loop case is in tests/sim/test_closed_loop.py): with
+    STALL_INTERVALS stalled intervals counted, the next interval clears every key's step limit
+    and every weight's direction before rolling out, says so, and counts afresh."""
+    from slate.control.loop import STALL_INTERVALS
+    from slate.control.safety import DEADBAND
+
+    sim = Sim(boutique)
+    for _ in range(3):
+        sim.step()
+    st = sim.loop.state
+    # Memory of a key and a weight no interval touches, so only a restart clears it.
+    ghost = ("nobody", "nowhere", "none.x")
+    st.step_limits[ghost] = DEADBAND / 4  # frozen by turning
+    st.directions[(*ghost, "mars")] = -1
+    st.stalled = STALL_INTERVALS - 1
+    rep = sim.step()
+    assert not rep.rollout_restarted  # one interval short: nothing cleared
+    assert st.step_limits[ghost] == DEADBAND / 4 and st.directions[(*ghost, "mars")] == -1
+    st.stalled = STALL_INTERVALS
+    rep = sim.step()
+    assert rep.rollout_restarted and rep.held_reason is None
+    assert "rollout restarted" in rep.conditions["Applied"].message
+    assert ghost not in st.step_limits and (*ghost, "mars") not in st.directions
+    assert st.stalled <= 1
