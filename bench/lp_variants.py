@@ -17,6 +17,7 @@ Variants (see bench/README.md for what they measured):
   default          as highs.solve_lp: solver=ipm from IPM_ROWS rows (crossover on), else simplex
   no-crossover     run_crossover=off (the interior point, not a vertex)
   ipm-tol-1e-6/-5  the same, stopped at ipm_optimality_tolerance 1e-6 / 1e-5 (default 1e-8)
+  ipx-dualize-N    IPX's own choice of solving the dual (ipx_dualize_strategy N; default 2)
   bound-scale+3    user_bound_scale=3 (and -3); cost-scale-6: user_objective_scale=-6
   simplex          dual simplex; simplex-scale0/4: simplex_scale_strategy 0 (off) / 4
   geo-scaled       rows and columns scaled by 4 passes of geometric-mean equilibration
@@ -187,6 +188,9 @@ def variants(form: SolverForm) -> dict[str, Callable[[], Outcome]]:
         "ipm-tol-1e-5": primal(
             form, {**ipm, "run_crossover": "off", "ipm_optimality_tolerance": 1e-5}
         ),
+        "ipx-dualize-0": primal(form, {**ipm, "ipx_dualize_strategy": 0}),
+        "ipx-dualize-1": primal(form, {**ipm, "ipx_dualize_strategy": 1}),
+        "ipx-dualize-3": primal(form, {**ipm, "ipx_dualize_strategy": 3}),
         "bound-scale+3": primal(form, {**ipm, "user_bound_scale": 3}),
         "bound-scale-3": primal(form, {**ipm, "user_bound_scale": -3}),
         "cost-scale-6": primal(form, {**ipm, "user_objective_scale": -6}),
