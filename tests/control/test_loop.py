@@ -132,20 +132,14 @@ def test_a_failing_publisher_is_reported_and_the_loop_goes_on(boutique: Scenario
     assert sim.step().interval == 1
 
 
-def test_xds_publisher_sets_routing_once_per_change() -> None:
-    calls: list[Routing] = []
-
-    class Cache:
-        def set_routing(self, routing: Routing) -> None:
-            calls.append(routing)
-
-    pub = XdsPublisher(Cache())
+def _bare_report(ready: str) -> IntervalReport:
+    """An interval report with no routes, prediction or observation, Ready=True for `ready`."""
     from slate.control.report import Condition
 
-    rep = IntervalReport(
+    return IntervalReport(
         "ns/p",
         datetime.now(UTC),
-        {"Ready": Condition("True", "Converged")},
+        {"Ready": Condition("True", ready)},
         Routing(()),
         None,
         None,
@@ -154,6 +148,17 @@ def test_xds_publisher_sets_routing_once_per_change() -> None:
         False,
         None,
     )
+
+
+def test_xds_publisher_sets_routing_once_per_change() -> None:
+    calls: list[Routing] = []
+
+    class Cache:
+        def set_routing(self, routing: Routing) -> None:
+            calls.append(routing)
+
+    pub = XdsPublisher(Cache())
+    rep = _bare_report("Converged")
     pub.publish(rep)
     pub.publish(rep)
     pub.publish(dataclasses.replace(rep, publish_routes=False))
@@ -245,21 +250,9 @@ def test_run_metrics_count_rollout_restarts() -> None:
     """`slate run --metrics-port`: every interval counted, and the ones that restarted a stalled
     rollout (IntervalReport.rollout_restarted) counted apart."""
     from slate.control.cli import _LoopMetrics
-    from slate.control.report import Condition
 
     metrics = _LoopMetrics()
-    rep = IntervalReport(
-        "ns/p",
-        datetime.now(UTC),
-        {"Ready": Condition("True", "RollingOut")},
-        Routing(()),
-        None,
-        None,
-        None,
-        0.0,
-        False,
-        None,
-    )
+    rep = _bare_report("RollingOut")
     metrics.publish(rep)
     metrics.publish(dataclasses.replace(rep, rollout_restarted=True))
     metrics.publish(rep)
