@@ -147,7 +147,7 @@ class ControlLoop:
         now = at or datetime.now(UTC)
         st = self.state
         self._evaluations.clear()
-        self._pending_stalled = False  # set by _roll_out, when this interval runs it
+        self._pending_stalled = False  # set by _roll_out when it gets as far as stepping
         self._fresh = None
         self._to_solve = None
         t0 = time.perf_counter()
@@ -549,7 +549,6 @@ class ControlLoop:
         step: dict[tuple[str, str, str], dict[str, float]] = {}
         limits: dict[tuple[str, str, str], float] = {}
         self._pending_limits = limits
-        self._pending_stalled = False
         wanted: list[tuple[tuple[str, str, str], dict[str, float], str | None]] = []
         for r in target.routes:
             cur = current.get(*r.key)

@@ -410,7 +410,7 @@ class Controller:
             set_finite(m.observed_egress.labels(ns, name), report.observed.egress_usd_per_hour)
         if report.exploring:
             m.exploration_steps.labels(ns, name).inc()
-        if getattr(report, "rollout_restarted", False) is True:
+        if getattr(report, "rollout_restarted", False):
             m.rollout_restarts.labels(ns, name).inc()
         if report.held_reason:
             ready = report.conditions.get("Ready")
