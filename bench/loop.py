@@ -1,7 +1,8 @@
 """Per-interval time of the control loop, split into query, learn, solve and publish.
 
     python bench/loop.py [--intervals 3] [--big 10x100] [--skip-big] [--quick] [--history 30]
-                         [--baseline REV] [--baseline-timeout S] [--background-solve]
+                         [--baseline REV] [--baseline-timeout S]
+                         [--solve-mode inline|background|auto]
 
 Runs the closed-loop simulator (slate/sim/closed_loop.py: the truth writes Istio metrics into the
 in-memory store, the loop queries them through the same parsing as Prometheus) on every public
@@ -26,11 +27,12 @@ Every case runs in a subprocess of its own. `--baseline REV` also runs git revis
 prints REV's figures and this tree's over REV's (`x base`): the machine running this may be shared,
 so compare ratios measured in one run, not absolute figures across runs.
 
-`--background-solve` runs this tree's loop with `background_solve` (the target LP solved in a
-worker thread from one interval's fits, used by the next interval): the phases are then the
-interval's critical path, and `background solve` is the worker's wall time, measured apart (the
-bench waits for it after each interval; `lp` and `LPs` include its LPs, and CPU seconds only the
-part that overlapped the interval).
+`--solve-mode` sets this tree's ControlLoop.solve_mode (default inline, the ControlLoop's and the
+baseline's). With `background` (the target LP solved in a worker thread from one interval's fits,
+used by the next interval) or `auto` (`slate run`'s default: in the worker once a target solve
+takes longer than 0.5 s), the phases are the interval's critical path, and `background solve` is
+the worker's wall time, measured apart (the bench waits for it after each interval; `lp` and
+`LPs` include its LPs, and CPU seconds only the part that overlapped the interval).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def _scenario(name: str) -> Any:
 
 
 def worker(
-    name: str, intervals: int, background: bool = False, history_min: float = 0.0
+    name: str, intervals: int, solve_mode: str = "inline", history_min: float = 0.0
 ) -> dict[str, Any]:
     """One case in this process (whatever `slate` is on sys.path): per interval, wall and CPU
     seconds per phase, the LPs solved and their wall time. With `history_min`, the truth first
@@ -92,8 +94,9 @@ def worker(
         pass
     else:
         tune_gc()  # as `slate run` and `slate operator` do
-    if background:
-        loop.background_solve = True  # a revision without it ignores the attribute
+    loop.solve_mode = solve_mode  # type: ignore[assignment]  # checked by argparse
+    # A revision from before solve_mode had `background_solve` (and ignores the other).
+    loop.background_solve = solve_mode == "background"  # type: ignore[attr-defined]
     cpu = dict.fromkeys(("query", "learn", "publish"), 0.0)
     lps: list[float] = []
 
@@ -182,13 +185,13 @@ def _run(
     intervals: int,
     pythonpath: Path,
     timeout: float,
-    background: bool,
+    solve_mode: str,
     history_min: float = 0.0,
 ) -> dict[str, Any] | None:
     env = dict(os.environ, PYTHONPATH=str(pythonpath))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
     cmd += ["--intervals", str(intervals), "--history", str(history_min)]
-    cmd += ["--background-solve"] if background else []
+    cmd += ["--solve-mode", solve_mode]
     try:
         done = subprocess.run(
             cmd, env=env, cwd=pythonpath, capture_output=True, text=True, timeout=timeout
@@ -245,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="REV", help="also time git revision REV, same run")
     ap.add_argument("--baseline-timeout", type=float, default=1800.0)
     ap.add_argument(
-        "--background-solve",
-        action="store_true",
-        help="this tree's loop solves the target LP in a worker thread (ControlLoop's "
-        "background_solve); the baseline runs as it is",
+        "--solve-mode",
+        choices=("inline", "background", "auto"),
+        default="inline",
+        help="this tree's ControlLoop.solve_mode (where the target LP is solved; `slate run` "
+        "uses auto); the baseline runs as it is",
     )
     ap.add_argument(
         "--history",
@@ -262,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.intervals, args.background_solve, args.history)))
+        print(json.dumps(worker(args.worker, args.intervals, args.solve_mode, args.history)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = [("this", ROOT)] + ([(base_sha or "base", base_root)] if base_sha else [])
             got: dict[str, dict[str, float]] = {}
             for label, path in runs:
-                bg = args.background_solve and label == "this"
-                res = _run(name, args.intervals, path, args.baseline_timeout, bg, args.history)
+                mode = args.solve_mode if label == "this" else "inline"
+                res = _run(name, args.intervals, path, args.baseline_timeout, mode, args.history)
                 if res is None:
                     print(f"  {label:10s} failed (see stderr)")
                     continue

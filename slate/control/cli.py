@@ -31,6 +31,7 @@ from slate.xds.cli import (
 
 if TYPE_CHECKING:
     from slate.control.learned import Learned
+    from slate.control.loop import SolveMode
     from slate.model.policy import TrafficPolicy
     from slate.telemetry.observation import Observation
 
@@ -61,9 +62,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dry-run", action="store_true", help="compute and report, publish nothing")
     p.add_argument(
         "--background-solve",
-        action="store_true",
-        help="solve the next target LP in a worker between intervals: an interval's critical "
-        "path drops to query + learn + rollout, and the target lags the fits by one interval",
+        nargs="?",
+        choices=("auto", "always", "never"),
+        const="always",
+        default="auto",
+        help="solve the target LP in a worker between intervals, off the interval's critical path "
+        "(the target then lags the fits by one interval): 'auto' (default) once a target solve "
+        "takes longer than 0.5 s, 'always' (also the bare flag), or 'never'",
     )
     p.add_argument("--lookback", default="30m", help="history used for learning (default 30m)")
     p.set_defaults(func=cmd_run)
@@ -375,7 +380,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         state,
         deployment=deployment,
         dry_run=args.dry_run,
-        background_solve=args.background_solve and not args.once,
+        solve_mode="inline" if args.once else _SOLVE_MODES[args.background_solve],
     )
     if args.once:
         report = loop.step()
@@ -437,6 +442,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+_SOLVE_MODES: dict[str, SolveMode] = {"auto": "auto", "always": "background", "never": "inline"}
+"""--background-solve -> ControlLoop's solve_mode."""
+
+
 def _save(path: Path | None, loop: Any) -> None:
     if path is not None:
         loop.state.save(path)
@@ -476,6 +485,11 @@ class _LoopMetrics:
         self.seconds = Histogram(
             "slate_loop_interval_seconds", "Time per interval", ["phase"], registry=self.registry
         )
+        self.background = Gauge(
+            "slate_loop_target_from_background",
+            "1 when the interval's target was solved in the worker from the last interval's fits",
+            registry=self.registry,
+        )
         self.restarts = Counter(
             "slate_loop_rollout_restarts",
             "Intervals that restarted a stalled rollout's step damping",
@@ -487,6 +501,7 @@ class _LoopMetrics:
         self.shift.set(report.max_weight_shift)
         if getattr(report, "rollout_restarted", False):
             self.restarts.inc()
+        self.background.set(1.0 if getattr(report, "target_from_background", False) else 0.0)
         if report.predicted is not None and math.isfinite(report.predicted.mean_latency_ms):
             self.predicted.set(report.predicted.mean_latency_ms)
         if report.observed is not None and report.observed.mean_latency_ms is not None:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Literal
 
 from slate.control.learned import Learned, LearnedModel, external, internal, learn
 from slate.control.publishers import Publisher
@@ -82,6 +83,17 @@ key's step each time its move would turn a weight back; a key whose step fell be
 that way never moves again, and a target that needs it is never reached (measured: hotel-3r
 distorted, simulator seed 3, held 10.3% from the optimum from interval 12 on)."""
 
+SolveMode = Literal["inline", "background", "auto"]
+"""Where the target LP is solved (ControlLoop._target_result): in the interval ("inline"), in a
+worker thread from the previous interval's fits ("background"), or "auto": inline while target
+solves are fast, in the worker once one takes longer than BACKGROUND_AFTER_S."""
+BACKGROUND_AFTER_S = 0.5
+"""solve_mode "auto": a target solve slower than this (wall seconds, inline or in the worker)
+moves the next ones to the worker; one faster than half of it brings them back inline. Half of the
+1 s interval aimed for at 10 clusters x 100 services (bench/loop.py): below it, an inline answer
+costs the interval little and is one interval fresher (measured: the lag costs acceptance runs,
+docs/control.md); above it, query + learn + solve no longer fit that second."""
+
 
 @dataclass(frozen=True)
 class _Held(Exception):
@@ -105,7 +117,7 @@ class ControlLoop:
         dry_run: bool = False,
         lookback_s: float | None = None,
         on_error: Callable[[BaseException], None] | None = None,
-        background_solve: bool = False,
+        solve_mode: SolveMode = "inline",
     ) -> None:
         self.policy = policy
         self.source = source
@@ -127,10 +139,14 @@ class ControlLoop:
         self._evaluations: dict[
             tuple[int, int, frozenset[int]], tuple[tuple[object, ...], Evaluation | None]
         ] = {}
-        self.background_solve = background_solve
+        self.solve_mode: SolveMode = solve_mode
         self.background_errors_total = 0
         self.last_background_s: float | None = None
-        """Wall seconds of the last background solve that finished (background_solve only)."""
+        """Wall seconds of the last background solve that finished."""
+        self.last_solve_s: float | None = None
+        """Wall seconds of the last target solve that finished, inline or in the worker."""
+        self._backgrounded = solve_mode == "background"
+        self._from_background = False  # this interval's target came from the worker
         self._background: _Background | None = None
         self._fresh: PolicyResult | None = None  # solved this interval from this interval's fits
         self._to_solve: tuple[Learned, bool, TrafficPolicy, int] | None = None
@@ -150,6 +166,7 @@ class ControlLoop:
         self._pending_stalled = False  # set by _roll_out when it gets as far as stepping
         self._fresh = None
         self._to_solve = None
+        self._from_background = False
         t0 = time.perf_counter()
         q_s = l_s = s_s = 0.0
         obs: Observation | None = None
@@ -315,6 +332,7 @@ class ControlLoop:
             problems=problems,
             fit_r2=_fit_r2(learned),
             rollout_restarted=restarted,
+            target_from_background=self._from_background,
         )
         t3 = time.perf_counter()
         publish_error: str | None = None
@@ -388,6 +406,7 @@ class ControlLoop:
                 held=final.held_reason,
                 shift=round(shift, 4),
                 exploring=exploring,
+                background=self._from_background,
                 seconds=round(final.timings.total_s, 3),
             ),
         )
@@ -416,28 +435,62 @@ class ControlLoop:
     def _target_result(
         self, learned: Learned, cautious: bool, policy: TrafficPolicy
     ) -> PolicyResult:
-        """This interval's optimizer answer (`_solve`). With `background_solve`, the target LP is
-        solved off the interval's critical path: the answer used now is the one solved from the
-        previous interval's fits (in a worker thread, started once that interval had published),
-        and this interval's fits go to the worker for the next one. The rollout, the hysteresis
-        and the prediction still judge it by this interval's fits. A background answer
-        is used only by the very next interval, with the same policy object and the same caution
-        (a rollback's cooldown discards it); otherwise, and when the background solve failed
-        (logged and counted when it fails, _background_done), this interval solves synchronously
-        and its answer also serves the next interval (what the worker would have given)."""
-        if not self.background_solve:
-            self._fresh = self._solve(learned, cautious)
-            return self._fresh
+        """This interval's optimizer answer (`_solve`), solved where `solve_mode` says
+        (`_in_background`). In the background, the target LP is solved off the interval's
+        critical path: the answer used now is the one solved from the previous interval's fits
+        (in a worker thread, started once that interval had published), and this interval's fits
+        go to the worker for the next one. The rollout, the hysteresis and the prediction still
+        judge it by this interval's fits. A background answer is used only by the very next
+        interval, with the same policy object and the same caution (a rollback's cooldown
+        discards it); otherwise, and when the background solve failed (logged and counted when
+        it fails, _background_done), this interval solves inline and its answer also serves the
+        next interval (what the worker would have given)."""
         interval = self.state.interval
+        self._from_background = False
+        if not self._in_background():
+            stale, self._background = self._background, None
+            if stale is not None:
+                stale.future.cancel()  # back from the worker: an answer from older fits
+            result = self._fresh = self._solve_inline(learned, cautious)
+            if self.solve_mode == "auto":  # the next interval may move to the worker: keep it
+                self._keep_for_next(result, cautious, policy, interval)
+            return result
         ready = self._take_background(cautious, policy, interval)
         if ready is None:
-            result = self._fresh = self._solve(learned, cautious)
-            done: Future[PolicyResult] = Future()
-            done.set_result(result)
-            self._background = _Background(done, cautious, policy, interval, time.perf_counter())
+            result = self._fresh = self._solve_inline(learned, cautious)
+            self._keep_for_next(result, cautious, policy, interval)
             return result
         self._to_solve = (learned, cautious, policy, interval)  # once this interval is out
+        self._from_background = True
         return ready
+
+    def _in_background(self) -> bool:
+        """Whether this interval takes its target from the worker (solve_mode; "auto" by the last
+        target solve's wall time, with hysteresis: BACKGROUND_AFTER_S)."""
+        if self.solve_mode != "auto":
+            return self.solve_mode == "background"
+        last = self.last_solve_s
+        if last is not None and last > BACKGROUND_AFTER_S:
+            self._backgrounded = True
+        elif last is not None and last < BACKGROUND_AFTER_S / 2:
+            self._backgrounded = False
+        return self._backgrounded
+
+    def _solve_inline(self, learned: Learned, cautious: bool) -> PolicyResult:
+        started = time.perf_counter()
+        try:
+            return self._solve(learned, cautious)
+        finally:
+            self.last_solve_s = time.perf_counter() - started
+
+    def _keep_for_next(
+        self, result: PolicyResult, cautious: bool, policy: TrafficPolicy, interval: int
+    ) -> None:
+        """An inline answer that serves the next interval if that one takes its target from the
+        worker (what the worker would have given it)."""
+        done: Future[PolicyResult] = Future()
+        done.set_result(result)
+        self._background = _Background(done, cautious, policy, interval, time.perf_counter())
 
     def _start_background(self) -> None:
         """Hand this interval's fits to the worker (step() calls it after publishing: the
@@ -476,7 +529,7 @@ class ControlLoop:
             return
         e = future.exception()
         if e is None:
-            self.last_background_s = time.perf_counter() - bg.started
+            self.last_background_s = self.last_solve_s = time.perf_counter() - bg.started
             return
         if isinstance(e, SolveError):  # an answer the synchronous solve would give too
             log.warning(
@@ -496,7 +549,7 @@ class ControlLoop:
                 log.exception("%s", kv("on_error_failed"))
 
     def close(self) -> None:
-        """Stop the background solver's worker thread (background_solve), if any."""
+        """Stop the background solver's worker thread, if one was started."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

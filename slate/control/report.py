@@ -88,6 +88,8 @@ class IntervalReport:
     from their own samples only; docs/operator.md exports it as `slate_fit_r2`)."""
     rollout_restarted: bool = False
     """This interval cleared the rollout's damping memory after a stall (loop.STALL_INTERVALS)."""
+    target_from_background: bool = False
+    """The target was solved in the worker from the previous interval's fits (loop.SolveMode)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conditions", MappingProxyType(dict(self.conditions)))
@@ -115,6 +117,7 @@ class IntervalReport:
             "solve_seconds": round(self.solve_seconds, 4),
             "exploring": self.exploring,
             "rollout_restarted": self.rollout_restarted,
+            "target_from_background": self.target_from_background,
             "held_reason": self.held_reason,
             "max_weight_shift": round(self.max_weight_shift, 6),
             "timings": {

@@ -1,6 +1,7 @@
-"""ControlLoop(background_solve=True): the target LP is solved in a worker thread from one
+"""ControlLoop(solve_mode="background"): the target LP is solved in a worker thread from one
 interval's fits and used by the next interval; failures are logged, counted and reported, and the
-interval then solves synchronously."""
+interval then solves synchronously. solve_mode="auto" goes to the worker once a target solve is
+slow and comes back once one is fast."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_the_target_is_solved_in_the_background_for_the_next_interval(
     boutique: Scenario,
 ) -> None:
     sim = Sim(boutique, max_shift=0.1)
-    sim.loop.background_solve = True
+    sim.loop.solve_mode = "background"
     calls = _spy(sim)
     reports, fits = _steps(sim, 4)
     _wait_for(lambda: len(calls) == 4)  # the last interval's fits went to the worker last
@@ -86,7 +87,7 @@ def test_a_failed_background_solve_is_reported_and_the_interval_solves_itself(
 ) -> None:
     errors: list[BaseException] = []
     sim = Sim(boutique)
-    sim.loop.background_solve = True
+    sim.loop.solve_mode = "background"
     sim.loop.on_error = errors.append
     calls = _spy(sim, fail_in_worker=True)
     with caplog.at_level(logging.ERROR, logger="slate.control.loop"):
@@ -113,3 +114,46 @@ def test_without_background_solve_every_interval_solves_on_its_own_thread(
     _reports, fits = _steps(sim, 3)
     assert [name for name, _f in calls] == [threading.main_thread().name] * 3
     assert _which(calls, fits) == [(False, 0), (False, 1), (False, 2)]
+
+
+def test_auto_moves_slow_solves_to_the_worker_and_fast_ones_back(
+    boutique: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """solve_mode="auto" by the last target solve's wall time against BACKGROUND_AFTER_S (here
+    moved instead of slowing the solves down): inline while fast; once slow, the next interval
+    takes the inline answer kept from the slow one and hands its own fits to the worker; once the
+    worker's solve is fast again, back inline."""
+    import slate.control.loop as loop_mod
+
+    sim = Sim(boutique, max_shift=0.1)
+    sim.loop.solve_mode = "auto"
+    calls = _spy(sim)
+    monkeypatch.setattr(loop_mod, "BACKGROUND_AFTER_S", 1e9)  # every solve counts as fast
+    reports, fits = _steps(sim, 2)
+    monkeypatch.setattr(loop_mod, "BACKGROUND_AFTER_S", 0.0)  # every solve counts as slow
+    more, more_fits = _steps(sim, 2)
+    _wait_for(lambda: len(calls) == 4)  # the fourth interval's fits reached the worker
+    monkeypatch.setattr(loop_mod, "BACKGROUND_AFTER_S", 1e9)
+    last, last_fits = _steps(sim, 1)
+    sim.loop.close()
+    reports += more + last
+    fits += more_fits + last_fits
+    assert _which(calls, fits) == [(False, 0), (False, 1), (True, 2), (True, 3), (False, 4)]
+    assert [r.target_from_background for r in reports] == [False, False, True, True, False]
+    assert [r.to_json()["target_from_background"] for r in reports[1:3]] == [False, True]
+    for rep in reports:
+        assert rep.held_reason is None and rep.conditions["Solved"].status == "True"
+        assert rep.max_weight_shift <= 0.1 + 1e-6
+    assert sim.loop.background_errors_total == 0
+
+
+def test_the_run_command_solves_in_the_background_when_slow_by_default() -> None:
+    """`slate run`: --background-solve defaults to auto; the bare flag means always."""
+    from slate.cli import build_parser
+    from slate.control.cli import _SOLVE_MODES
+
+    parse = build_parser().parse_args
+    base = ["run", "--policy", "p.yaml", "--prometheus", "http://127.0.0.1:9090"]
+    assert _SOLVE_MODES[parse(base).background_solve] == "auto"
+    assert _SOLVE_MODES[parse([*base, "--background-solve"]).background_solve] == "background"
+    assert _SOLVE_MODES[parse([*base, "--background-solve", "never"]).background_solve] == "inline"
