@@ -151,6 +151,7 @@ class ControlLoop:
         self._fresh: PolicyResult | None = None  # solved this interval from this interval's fits
         self._to_solve: tuple[Learned, bool, TrafficPolicy, int] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def update_policy(self, policy: TrafficPolicy) -> None:
         with self._lock:
@@ -496,7 +497,7 @@ class ControlLoop:
         """Hand this interval's fits to the worker (step() calls it after publishing: the
         worker's Python, building the LP and reading its answer, would otherwise hold the
         interpreter while the rollout runs)."""
-        if self._to_solve is None:
+        if self._to_solve is None or self._closed:
             return
         learned, cautious, policy, interval = self._to_solve
         self._to_solve = None
@@ -549,7 +550,9 @@ class ControlLoop:
                 log.exception("%s", kv("on_error_failed"))
 
     def close(self) -> None:
-        """Stop the background solver's worker thread, if one was started."""
+        """Stop the background solver's worker thread, if one was started; an interval still
+        running (the operator closes a loop whose policy went) starts no other."""
+        self._closed = True
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

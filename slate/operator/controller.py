@@ -149,6 +149,17 @@ class PolicyRecord:
         return Claim(self.ref.namespace, self.ref.name, self.created, self.services)
 
 
+def _close(loop: ControlLoopLike | None) -> None:
+    """A loop that will not run again lets go of its solver thread (a failure here is logged,
+    the policy's lifecycle goes on)."""
+    if loop is None:
+        return
+    try:
+        loop.close()
+    except Exception:
+        log.exception("%s", kv("loop_close_failed"))
+
+
 def _services_of(spec: Any) -> frozenset[str]:
     if not isinstance(spec, Mapping) or not isinstance(spec.get("services"), list):
         return frozenset()
@@ -228,6 +239,7 @@ class Controller:
         """The policy is gone: drop its loop and metrics; policies it blocked look again."""
         rec = self.records.pop(f"{namespace}/{name}", None)
         if rec is not None:
+            _close(rec.loop)
             rec.wake.set()
             if rec.stop is not None:
                 rec.stop.set()
@@ -240,6 +252,7 @@ class Controller:
         the state in it stay as they are, for the next leader to resume from."""
         tasks = []
         for rec in self.records.values():
+            _close(rec.loop)
             if rec.stop is not None:
                 rec.stop.set()
             if rec.task is not None:
@@ -327,6 +340,7 @@ class Controller:
         if rec.loop is not None and rec.loop_output != policy.output:
             # publishers depend on the output: rebuild, keeping what the loop learned
             state = rec.loop.state.to_json()
+            _close(rec.loop)
             rec.loop = None
             rec.status["state"] = state
         if rec.loop is None:
@@ -347,6 +361,7 @@ class Controller:
     def _drop_loop(self, rec: PolicyRecord) -> None:
         if rec.loop is not None:
             rec.status["state"] = rec.loop.state.to_json()
+            _close(rec.loop)
             rec.loop = None
 
     async def _write(self, rec: PolicyRecord, new: dict[str, Any]) -> None:

@@ -67,6 +67,7 @@ class ControlLoopLike(Protocol):
     def state(self) -> LoopStateLike: ...
     def step(self, at: datetime | None = None) -> IntervalReportLike: ...
     def update_policy(self, policy: TrafficPolicy) -> None: ...
+    def close(self) -> None: ...
 
 
 LoopFactory = Callable[[TrafficPolicy, Sequence[PublisherLike], str | None], ControlLoopLike]
@@ -93,8 +94,15 @@ def default_loop_factory(prometheus_url: str | None) -> LoopFactory:
                 state = state_mod.LoopState.from_json(state_json)
             except (ValueError, KeyError, TypeError):
                 state = None  # an unreadable state: start from the weights in status instead
+        # Slow target solves (over 0.5 s: a large mesh) move to a worker thread off the
+        # interval, as in `slate run` (docs/control.md); the controller closes the loop.
         loop: ControlLoopLike = loop_mod.ControlLoop(
-            policy, source, list(publishers), state, dry_run=policy.output == "dryRun"
+            policy,
+            source,
+            list(publishers),
+            state,
+            dry_run=policy.output == "dryRun",
+            solve_mode="auto",
         )
         return loop
 

@@ -157,3 +157,20 @@ def test_the_run_command_solves_in_the_background_when_slow_by_default() -> None
     assert _SOLVE_MODES[parse(base).background_solve] == "auto"
     assert _SOLVE_MODES[parse([*base, "--background-solve"]).background_solve] == "background"
     assert _SOLVE_MODES[parse([*base, "--background-solve", "never"]).background_solve] == "inline"
+
+
+def test_a_closed_loop_starts_no_worker(boutique: Scenario) -> None:
+    """close() (the operator closes the loop of a policy that went) while an interval may still
+    run: that interval solves inline and hands nothing to a new worker thread."""
+    sim = Sim(boutique)
+    sim.loop.solve_mode = "background"
+    calls = _spy(sim)
+    _reports, fits = _steps(sim, 2)
+    _wait_for(lambda: len(calls) == 2)
+    sim.loop.close()
+    reports, more = _steps(sim, 2)
+    assert sim.loop._executor is None
+    # The third interval takes the answer the worker had finished; its own fits go nowhere, so
+    # the fourth solves inline.
+    assert _which(calls, fits + more) == [(False, 0), (True, 1), (False, 3)]
+    assert [r.target_from_background for r in reports] == [True, False]

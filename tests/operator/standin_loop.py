@@ -91,11 +91,15 @@ class StandinLoop:
         self.start = dict(start or {policy.clusters[0].name: 1.0})
         self.fail_with = fail_with
         self.steps = 0
+        self.closed = False
         self._lock = threading.Lock()
 
     def update_policy(self, policy: TrafficPolicy) -> None:
         with self._lock:
             self.policy = policy
+
+    def close(self) -> None:
+        self.closed = True
 
     def step(self, at: datetime | None = None) -> Report:
         with self._lock:

@@ -312,3 +312,27 @@ async def test_metrics_after_an_interval() -> None:
     assert r.get_sample_value("slate_fit_r2", fit) == pytest.approx(0.93)
     c.forget("shop", "shop")
     assert r.get_sample_value("slate_route_weight", w) is None
+
+
+async def test_a_loop_that_will_not_run_again_is_closed() -> None:
+    """A loop replaced (another output), forgotten (policy deleted) or stopped (shutdown) lets go
+    of its solver thread (ControlLoop.close); the one running is not closed."""
+    sinks = Sinks()
+    c = make(sinks)
+    rec = c.observe(manifest())
+    await c.tick(rec)
+    first = rec.loop
+    assert isinstance(first, StandinLoop) and not first.closed
+    c.observe(manifest(output="dryRun"))  # publishers depend on the output: a new loop
+    await c.tick(rec)
+    second = rec.loop
+    assert isinstance(second, StandinLoop) and second is not first
+    assert first.closed and not second.closed
+    other = c.observe(manifest("other", services=[{"name": "ads", "port": 8080}]))
+    await c.tick(other)
+    third = other.loop
+    assert isinstance(third, StandinLoop)
+    c.forget("shop", "shop")
+    assert second.closed and not third.closed
+    await c.shutdown()
+    assert third.closed

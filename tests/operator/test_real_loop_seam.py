@@ -42,6 +42,7 @@ def test_default_factory_runs_the_real_loop_and_holds_on_an_outage() -> None:
     sink = Recorder()
     loop = make(policy, [sink], None)
     assert type(loop).__module__ == "slate.control.loop"
+    assert getattr(loop, "solve_mode", None) == "auto"  # slow solves leave the interval
     report = loop.step()
     fresh = report.conditions["TelemetryFresh"]
     assert (fresh.status, fresh.reason) == ("False", "PrometheusUnavailable")
@@ -68,6 +69,9 @@ class _AtSimTime:
 
     def update_policy(self, policy: Any) -> None:
         self.inner.update_policy(policy)
+
+    def close(self) -> None:
+        self.inner.close()
 
     def step(self, at: Any = None) -> Any:
         return self.inner.step(START)
