@@ -21,9 +21,10 @@ import numpy as np
 from slate.learn.callgraph import CallEstimate, drop_cycles, fit_calls
 from slate.learn.curves import (
     FittedStation,
+    Samples,
     fit_class_service_times,
     fit_service_times,
-    fit_station,
+    fit_stations,
 )
 from slate.model.app import App, Call, Endpoint, Service, split_endpoint_id
 from slate.model.demand import IngressDemand
@@ -155,10 +156,10 @@ def learn(
         for e in eids:
             service_ms.setdefault(e, statistics.median(mine) if mine else fallback_ms)
 
-    # Station curves.
+    # Station curves, every station's fit at once (fit_stations).
     curves: dict[tuple[str, str], FittedStation] = {}
     work_now: dict[tuple[str, str], float] = {}
-    measured: set[tuple[str, str]] = set()
+    to_fit: dict[tuple[str, str], Samples] = {}
     n = len(obs.times)
     for svc, eids in eps_of.items():
         data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -177,13 +178,17 @@ def learn(
                 good[first[0]] = False
             data[c] = (x[good], own[good], np.array([st.rps_by_endpoint.get(e, 0.0) for e in eids]))
         s_vec = np.array([service_ms[e] for e in eids])
-        fits = _fit_stations(data, s_vec)
+        for c, (x, own, _now) in data.items():
+            if len(own) >= MIN_SAMPLES:
+                rps = x.sum(axis=1)
+                work = x @ s_vec
+                to_fit[(svc, c)] = (work, rps, own - work / rps, own)
         for c in deployed[svc]:
-            now = data[c][2] @ s_vec if c in data else 0.0
-            work_now[(svc, c)] = float(now)
-            if c in fits:
-                curves[(svc, c)] = fits[c]
-                measured.add((svc, c))
+            work_now[(svc, c)] = float(data[c][2] @ s_vec) if c in data else 0.0
+    for key, fit in zip(to_fit, fit_stations(list(to_fit.values())), strict=True):
+        if fit is not None:
+            curves[key] = fit
+    measured = set(curves)
     # Stations without a fit of their own: the previous fit, else the service's typical shape.
     for svc in eps_of:
         fitted = [curves[(svc, c)] for c in deployed[svc] if (svc, c) in curves]
@@ -293,21 +298,6 @@ def _class_own_series(
         for j in together:
             out[:, j] = np.where(np.isfinite(out[:, j]), mean, np.nan)
     return out
-
-
-def _fit_stations(
-    data: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], s_vec: np.ndarray
-) -> dict[str, FittedStation]:
-    fits: dict[str, FittedStation] = {}
-    for c, (x, own, _now) in data.items():
-        if len(own) < MIN_SAMPLES:
-            continue
-        rps = x.sum(axis=1)
-        work = x @ s_vec
-        fit = fit_station(work, rps, own - work / rps, own)
-        if fit is not None:
-            fits[c] = fit
-    return fits
 
 
 def _scenario(

@@ -22,7 +22,9 @@ stands in where the class times are not in the telemetry.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,7 +232,69 @@ def fit_station(
     """Fit one station from samples of its work (ms/s), request rate and per-request wait (own
     latency minus mean service time, ms). Residuals are relative to the own latency `own_ms`
     (default: the wait plus the mean service time), so a few overloaded samples do not outweigh
-    the rest. None when no sample carries load."""
+    the rest. None when no sample carries load. `fit_stations` fits many at once."""
+    return fit_stations([(work, rps, wait_ms, own_ms)])[0]
+
+
+Samples = tuple[FArray, FArray, FArray, FArray | None]
+"""(work, rps, wait_ms, own_ms) of one station, as `fit_station` takes them."""
+BATCH = 16
+"""Stations fitted in one set of array operations (fit_stations): their candidate arrays take
+~150 KB each at 60 samples. Measured at 10 clusters x 100 services (653 stations): 8-16 at a time
+0.28 s, 32 0.35 s, 64 0.39 s (the arrays outgrow the cache), one by one 0.32 s."""
+FIT_THREADS = min(2, os.cpu_count() or 1)
+"""Threads fitting batches at once (numpy lets go of the GIL inside its array loops): 653
+stations in 0.15 s instead of 0.28 s on 2 cores. More do not pay on the 2 cores measured."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One station's usable samples and the weights of its fit."""
+
+    w: FArray
+    q: FArray
+    inv_r: FArray
+    wt: FArray  # relative error weights, mean 1
+    qq: float  # weighted sum of squared waits
+
+
+def fit_stations(samples: Sequence[Samples]) -> list[FittedStation | None]:
+    """`fit_station` of each station, in order. Stations with the same number of usable samples
+    are fitted together, BATCH at a time, FIT_THREADS batches at once, with the same arithmetic
+    per station as one alone: a station gets bit for bit the figures it gets alone
+    (tests/learn/test_curves.py), and the 1,550 stations of three captured closed-loop runs got
+    those of the one-at-a-time fit before it. At 10 clusters x 100 services an interval fits ~650
+    stations; this takes that from 0.32 s to 0.15 s on 2 cores."""
+    out: list[FittedStation | None] = [None] * len(samples)
+    groups: dict[int, list[tuple[int, _Prepared]]] = {}
+    for i, (work, rps, wait_ms, own_ms) in enumerate(samples):
+        prep = _prepare(work, rps, wait_ms, own_ms)
+        if isinstance(prep, _Prepared):
+            groups.setdefault(len(prep.w), []).append((i, prep))
+        else:
+            out[i] = prep
+    chunks = [
+        members[lo : lo + BATCH]
+        for members in groups.values()
+        for lo in range(0, len(members), BATCH)
+    ]
+    batches = [[p for _i, p in chunk] for chunk in chunks]
+    if len(batches) > 1 and FIT_THREADS > 1:
+        with ThreadPoolExecutor(FIT_THREADS, thread_name_prefix="slate-fit") as pool:
+            fitted = list(pool.map(_fit_batch, batches))
+    else:
+        fitted = [_fit_batch(b) for b in batches]
+    for chunk, fits in zip(chunks, fitted, strict=True):
+        for (i, _p), fit in zip(chunk, fits, strict=True):
+            out[i] = fit
+    return out
+
+
+def _prepare(
+    work: FArray, rps: FArray, wait_ms: FArray, own_ms: FArray | None
+) -> _Prepared | FittedStation | None:
+    """The samples that carry load, and their weights; a station with none is None, one that
+    never queued measurably is fitted here (no pole in sight: a guess well past what was seen)."""
     w = np.asarray(work, dtype=float)
     r = np.asarray(rps, dtype=float)
     q = np.asarray(wait_ms, dtype=float)
@@ -239,30 +303,36 @@ def fit_station(
     w, r, q, own = w[ok], r[ok], np.maximum(q[ok], 0.0), np.maximum(own[ok], 1e-6)
     if len(w) == 0:
         return None
-    w_max = float(w.max())
-    n = len(w)
     if float(q.max()) <= 1e-9:
-        # Never queued measurably: no pole in sight, a guess well past what was seen.
-        return FittedStation(w_max * UNTRUSTED_CAPACITY_FACTOR, UNIT_SCALE, 1, 0.0, w_max, n, 0.0)
-    inv_r = 1.0 / r
+        w_max = float(w.max())
+        return FittedStation(w_max * UNTRUSTED_CAPACITY_FACTOR, UNIT_SCALE, 1, 0.0, w_max, len(w))
     wt = r / own**2  # relative error; a busier sample's mean is less noisy
     wt = wt / wt.mean()
-    qq = float((wt * q * q).sum())
+    return _Prepared(w, q, 1.0 / r, wt, float((wt * q * q).sum()))
 
-    # Every (queue shape c, capacity) candidate at once: axis 0 the shapes, axis 1 the
-    # capacities, axis 2 the samples. The rho^3 term is the same for every shape: its sums are
-    # taken once per capacity (shape (C,), broadcast over the shapes).
-    caps = w_max * CAPACITY_FACTORS  # (C,)
-    rho = np.minimum(w[None, :] / caps[:, None], RHO_SATURATED)  # (C, n)
-    saturated = (w_max / caps >= RHO_SATURATED)[None, :]  # (1, C)
-    g1 = _queue_shapes_interpolated(rho) * inv_r  # (S, C, n)
-    g2 = rho**3 * inv_r  # (C, n)
-    wg1 = g1 * wt
-    s11 = (wg1 * g1).sum(axis=2)
-    s12 = (wg1 * g2).sum(axis=2)
-    t1 = wg1 @ q
-    s22 = (g2 * g2) @ wt
-    t2 = g2 @ (wt * q)
+
+def _fit_batch(stations: Sequence[_Prepared]) -> list[FittedStation]:
+    """Stations with the same number of samples n: every (station, queue shape c, capacity)
+    candidate at once. Axes: b the stations, s the shapes, c the capacities, n the samples. The
+    rho^3 term is the same for every shape: its sums are taken once per capacity."""
+    w = np.stack([p.w for p in stations])  # (B, n)
+    q = np.stack([p.q for p in stations])
+    inv_r = np.stack([p.inv_r for p in stations])
+    wt = np.stack([p.wt for p in stations])
+    qq = np.array([p.qq for p in stations])  # (B,)
+    n = w.shape[1]
+    w_max = w.max(axis=1)  # (B,)
+    caps = w_max[:, None] * CAPACITY_FACTORS  # (B, C)
+    rho = np.minimum(w[:, None, :] / caps[:, :, None], RHO_SATURATED)  # (B, C, n)
+    saturated = w_max[:, None] / caps >= RHO_SATURATED  # (B, C)
+    g1 = _queue_shapes_interpolated(rho) * inv_r[None, :, None, :]  # (S, B, C, n)
+    g2 = rho**3 * inv_r[:, None, :]  # (B, C, n)
+    wg1 = g1 * wt[None, :, None, :]
+    s11 = (wg1 * g1).sum(axis=3)  # (S, B, C)
+    s12 = (wg1 * g2).sum(axis=3)
+    t1 = (wg1 @ q[:, :, None])[..., 0]
+    s22 = ((g2 * g2) @ wt[:, :, None])[..., 0]  # (B, C)
+    t2 = (g2 @ (wt * q)[:, :, None])[..., 0]
     det = s11 * s22 - s12 * s12
     good = det > 1e-12 * s11 * s22
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -273,7 +343,7 @@ def fit_station(
     a_all = np.where(both, a2, a1)
     b_all = np.where(both, b2, 0.0)
     sse_all = (
-        qq
+        qq[:, None]
         - 2 * (a_all * t1 + b_all * t2)
         + a_all * a_all * s11
         + b_all * b_all * s22
@@ -286,29 +356,29 @@ def fit_station(
     # (the trust region bounds how far past the data that optimism is used); past saturation the
     # data only says "very slow", and ties go to the smaller capacity (a station seen overloaded
     # is not trusted with more than it choked on).
-    tie = np.where(saturated, caps / w_max, w_max / caps)
-    score = sse_all + (qq / n) * (PRIOR_WEIGHT * prior + TIE_WEIGHT * tie)
-    best: tuple[float, float, int, float, float, float] | None = None
-    # (score, capacity, c, a, b, sse): per shape its best capacity, the first shape wins ties.
-    for i, c in enumerate(SERVERS):
-        j = int(np.argmin(score[i]))
-        val = float(score[i, j])
-        if math.isfinite(val) and (best is None or val < best[0]):
-            best = (
-                val,
-                float(caps[j]),
-                c,
-                float(a_all[i, j]),
-                float(b_all[i, j]),
-                float(sse_all[i, j]),
-            )
-    assert best is not None
-    _score, cap, c, a, b, sse = best
-    rmse = math.sqrt(sse / float(wt.sum()))
-    q_mean = float((wt * q).sum() / wt.sum())
-    sst = float((wt * (q - q_mean) ** 2).sum())
-    r2 = 1.0 - sse / sst if sst > 1e-12 * max(qq, 1e-300) else math.nan
-    return FittedStation(cap, a, c, b, min(w_max, RHO_SATURATED * cap), n, rmse, r2)
+    tie = np.where(saturated, caps / w_max[:, None], w_max[:, None] / caps)  # (B, C)
+    score = sse_all + (qq / n)[:, None] * (PRIOR_WEIGHT * prior + TIE_WEIGHT * tie)
+    # Per shape its best capacity (a NaN anywhere in a shape's row rules the shape out); the
+    # first shape wins ties.
+    j = np.argmin(score, axis=2)  # (S, B)
+    best_val = np.take_along_axis(score, j[:, :, None], axis=2)[..., 0]
+    best_val = np.where(np.isfinite(best_val), best_val, np.inf)
+    i = np.argmin(best_val, axis=0)  # (B,)
+    fits = []
+    for b, p in enumerate(stations):
+        ib, jb = int(i[b]), int(j[i[b], b])
+        assert math.isfinite(best_val[ib, b])
+        cap, a, bb = float(caps[b, jb]), float(a_all[ib, b, jb]), float(b_all[ib, b, jb])
+        sse = float(sse_all[ib, b, jb])
+        rmse = math.sqrt(sse / float(p.wt.sum()))
+        q_mean = float((p.wt * p.q).sum() / p.wt.sum())
+        sst = float((p.wt * (p.q - q_mean) ** 2).sum())
+        r2 = 1.0 - sse / sst if sst > 1e-12 * max(p.qq, 1e-300) else math.nan
+        w_top = float(w_max[b])
+        fits.append(
+            FittedStation(cap, a, SERVERS[ib], bb, min(w_top, RHO_SATURATED * cap), n, rmse, r2)
+        )
+    return fits
 
 
 def fit_service_times(

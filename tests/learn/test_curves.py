@@ -17,6 +17,7 @@ from slate.learn.curves import (
     fit_class_service_times,
     fit_service_times,
     fit_station,
+    fit_stations,
     queue_shape,
 )
 from slate.model.latency import MMcStation
@@ -88,6 +89,36 @@ def test_no_queueing_seen_gives_a_far_pole_and_no_samples_gives_none() -> None:
     assert fit is not None and fit.capacity >= 1200.0
     assert fit.queue_cost(120.0) < 0.1 * 120.0
     assert fit_station(np.array([0.0]), np.array([0.0]), np.array([1.0])) is None
+
+
+def test_stations_fitted_together_get_what_each_gets_alone() -> None:
+    """fit_stations batches stations with the same number of samples and fits batches in
+    threads: each station's figures must be bit for bit its own fit's, in order, whatever its
+    neighbours (other sample counts, nothing usable, never queued, NaN samples)."""
+    stations = []
+    for k in range(40):
+        truth = MMcStation((1, 2, 4, 8)[k % 4])
+        n = (30, 30, 12)[k % 3]
+        loads = np.linspace(0.1 + 0.01 * k, 0.9, n) * truth.capacity
+        w, r, q = _samples(truth, 2.0 + k % 5, loads, 0.05, seed=k)
+        if k == 7:
+            q = np.zeros_like(q)  # never queued: a far pole
+        if k == 11:
+            w = np.zeros_like(w)  # nothing carried load: None
+        if k == 13:
+            q[3] = np.nan  # one sample dropped: a group of its own
+        stations.append((w, r, q, None if k % 2 else q + 1.0))
+    together = fit_stations(stations)
+    alone = [fit_station(*s) for s in stations]
+    assert together[11] is None and alone[11] is None
+    assert together[7] is not None and together[7].capacity == 10 * together[7].valid_up_to
+    assert together[13] is not None and together[13].samples == 29
+    for a, b in zip(alone, together, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            assert a.to_json() == b.to_json()
+            assert a.r2 == b.r2 or (math.isnan(a.r2) and math.isnan(b.r2))
+    assert len({f.rmse_ms for f in together if f is not None}) > 30  # all different stations
 
 
 def test_service_times_from_the_low_load_intercept() -> None:
