@@ -245,6 +245,11 @@ BATCH = 16
 FIT_THREADS = min(2, os.cpu_count() or 1)
 """Threads fitting batches at once (numpy lets go of the GIL inside its array loops): 653
 stations in 0.15 s instead of 0.28 s on 2 cores. More do not pay on the 2 cores measured."""
+THREADS_FROM = 128
+"""Stations from which the batches are fitted in FIT_THREADS threads. Below it the fit takes
+under ~50 ms, and threads cost more than they save where several loops run at once: six threads
+each fitting 40-station meshes (the operator's worker threads) took 2.05 s and 166 MB peak RSS
+with fit threads, 1.48 s and 105 MB without (one at a time, as before batching: 3.71 s)."""
 
 
 @dataclass(frozen=True)
@@ -279,7 +284,7 @@ def fit_stations(samples: Sequence[Samples]) -> list[FittedStation | None]:
         for lo in range(0, len(members), BATCH)
     ]
     batches = [[p for _i, p in chunk] for chunk in chunks]
-    if len(batches) > 1 and FIT_THREADS > 1:
+    if len(batches) > 1 and FIT_THREADS > 1 and sum(map(len, batches)) >= THREADS_FROM:
         with ThreadPoolExecutor(FIT_THREADS, thread_name_prefix="slate-fit") as pool:
             fitted = list(pool.map(_fit_batch, batches))
     else:

@@ -91,10 +91,17 @@ def test_no_queueing_seen_gives_a_far_pole_and_no_samples_gives_none() -> None:
     assert fit_station(np.array([0.0]), np.array([0.0]), np.array([1.0])) is None
 
 
-def test_stations_fitted_together_get_what_each_gets_alone() -> None:
+@pytest.mark.parametrize("threads_from", [0, 10**6], ids=["threads", "one-thread"])
+def test_stations_fitted_together_get_what_each_gets_alone(
+    threads_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """fit_stations batches stations with the same number of samples and fits batches in
-    threads: each station's figures must be bit for bit its own fit's, in order, whatever its
-    neighbours (other sample counts, nothing usable, never queued, NaN samples)."""
+    threads on a large mesh: each station's figures must be bit for bit its own fit's, in order,
+    whatever its neighbours (other sample counts, nothing usable, never queued, NaN samples)."""
+    import slate.learn.curves as curves
+
+    monkeypatch.setattr(curves, "THREADS_FROM", threads_from)
+    monkeypatch.setattr(curves, "FIT_THREADS", 2)
     stations = []
     for k in range(40):
         truth = MMcStation((1, 2, 4, 8)[k % 4])
