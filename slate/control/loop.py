@@ -471,10 +471,21 @@ class ControlLoop:
         if self.solve_mode != "auto":
             return self.solve_mode == "background"
         last = self.last_solve_s
+        was = self._backgrounded
         if last is not None and last > BACKGROUND_AFTER_S:
             self._backgrounded = True
         elif last is not None and last < BACKGROUND_AFTER_S / 2:
             self._backgrounded = False
+        if self._backgrounded != was and last is not None:
+            log.info(
+                "%s",
+                kv(
+                    "target_solve_moved",
+                    policy=_name(self.policy),
+                    to="worker" if self._backgrounded else "interval",
+                    last_solve_s=round(last, 3),
+                ),
+            )
         return self._backgrounded
 
     def _solve_inline(self, learned: Learned, cautious: bool) -> PolicyResult:

@@ -117,7 +117,7 @@ def test_without_background_solve_every_interval_solves_on_its_own_thread(
 
 
 def test_auto_moves_slow_solves_to_the_worker_and_fast_ones_back(
-    boutique: Scenario, monkeypatch: pytest.MonkeyPatch
+    boutique: Scenario, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """solve_mode="auto" by the last target solve's wall time against BACKGROUND_AFTER_S (here
     moved instead of slowing the solves down): inline while fast; once slow, the next interval
@@ -129,13 +129,16 @@ def test_auto_moves_slow_solves_to_the_worker_and_fast_ones_back(
     sim.loop.solve_mode = "auto"
     calls = _spy(sim)
     monkeypatch.setattr(loop_mod, "BACKGROUND_AFTER_S", 1e9)  # every solve counts as fast
-    reports, fits = _steps(sim, 2)
-    monkeypatch.setattr(loop_mod, "BACKGROUND_AFTER_S", 0.0)  # every solve counts as slow
-    more, more_fits = _steps(sim, 2)
-    _wait_for(lambda: len(calls) == 4)  # the fourth interval's fits reached the worker
-    monkeypatch.setattr(loop_mod, "BACKGROUND_AFTER_S", 1e9)
-    last, last_fits = _steps(sim, 1)
+    with caplog.at_level(logging.INFO, logger="slate.control.loop"):
+        reports, fits = _steps(sim, 2)
+        monkeypatch.setattr(loop_mod, "BACKGROUND_AFTER_S", 0.0)  # every solve counts as slow
+        more, more_fits = _steps(sim, 2)
+        _wait_for(lambda: len(calls) == 4)  # the fourth interval's fits reached the worker
+        monkeypatch.setattr(loop_mod, "BACKGROUND_AFTER_S", 1e9)
+        last, last_fits = _steps(sim, 1)
     sim.loop.close()
+    moved = [r.getMessage() for r in caplog.records if "target_solve_moved" in r.getMessage()]
+    assert [m.split(" to=")[1].split()[0] for m in moved] == ["worker", "interval"], moved
     reports += more + last
     fits += more_fits + last_fits
     assert _which(calls, fits) == [(False, 0), (False, 1), (True, 2), (True, 3), (False, 4)]
