@@ -339,10 +339,7 @@ class Controller:
     def _loop_for(self, rec: PolicyRecord, policy: TrafficPolicy) -> ControlLoopLike:
         if rec.loop is not None and rec.loop_output != policy.output:
             # publishers depend on the output: rebuild, keeping what the loop learned
-            state = rec.loop.state.to_json()
-            _close(rec.loop)
-            rec.loop = None
-            rec.status["state"] = state
+            self._drop_loop(rec)
         if rec.loop is None:
             saved = rec.status.get("state")
             rec.loop = self.loop_factory(
