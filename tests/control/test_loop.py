@@ -262,6 +262,20 @@ def test_run_metrics_count_rollout_restarts() -> None:
     assert rep.to_json()["rollout_restarted"] is False
 
 
+def test_run_metrics_say_whether_the_target_came_from_the_worker() -> None:
+    """`slate run --metrics-port`: slate_loop_target_from_background follows each interval's
+    IntervalReport.target_from_background (auto mode moves slow solves to the worker)."""
+    from slate.control.cli import _LoopMetrics
+
+    metrics = _LoopMetrics()
+    rep = _bare_report("RollingOut")
+    seen = []
+    for from_worker in (False, True, False):
+        metrics.publish(dataclasses.replace(rep, target_from_background=from_worker))
+        seen.append(metrics.registry.get_sample_value("slate_loop_target_from_background"))
+    assert seen == [0.0, 1.0, 0.0]
+
+
 def test_a_stall_count_at_the_limit_restarts_the_rollout(boutique: Scenario) -> None:
     """The mechanism on its own (the closed-loop case is in tests/sim/test_closed_loop.py): with
     STALL_INTERVALS stalled intervals counted, the next interval clears every key's step limit
