@@ -145,7 +145,7 @@ class ControlLoop:
         """Wall seconds of the last background solve that finished."""
         self.last_solve_s: float | None = None
         """Wall seconds of the last target solve that finished, inline or in the worker."""
-        self._backgrounded = solve_mode == "background"
+        self._backgrounded = False  # solve_mode "auto": where the target is solved now
         self._from_background = False  # this interval's target came from the worker
         self._background: _Background | None = None
         self._fresh: PolicyResult | None = None  # solved this interval from this interval's fits
@@ -447,7 +447,6 @@ class ControlLoop:
         it fails, _background_done), this interval solves inline and its answer also serves the
         next interval (what the worker would have given)."""
         interval = self.state.interval
-        self._from_background = False
         if not self._in_background():
             stale, self._background = self._background, None
             if stale is not None:

@@ -239,9 +239,10 @@ def fit_station(
 Samples = tuple[FArray, FArray, FArray, FArray | None]
 """(work, rps, wait_ms, own_ms) of one station, as `fit_station` takes them."""
 BATCH = 16
-"""Stations fitted in one set of array operations (fit_stations): their candidate arrays take
-~150 KB each at 60 samples. Measured at 10 clusters x 100 services (653 stations): 8-16 at a time
-0.28 s, 32 0.35 s, 64 0.39 s (the arrays outgrow the cache), one by one 0.32 s."""
+"""Stations fitted in one set of array operations (fit_stations): at 60 samples each station's
+candidate arrays take ~150 KB, a batch's ~2.4 MB. Measured at 10 clusters x 100 services (653
+stations): 8-16 at a time 0.28 s, 32 0.35 s, 64 0.39 s (the arrays outgrow the cache), one by one
+0.32 s."""
 FIT_THREADS = min(2, os.cpu_count() or 1)
 """Threads fitting batches at once (numpy lets go of the GIL inside its array loops): 653
 stations in 0.15 s instead of 0.28 s on 2 cores. More do not pay on the 2 cores measured."""
