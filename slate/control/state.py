@@ -37,6 +37,8 @@ class LoopState:
     """Per route key: the most its weights may move next (<= maxShiftPerInterval)."""
     stalled: int = 0
     """Intervals in a row the rollout has not moved while far from its target (loop.py)."""
+    still: int = 0
+    """Intervals in a row the weights have not moved (a move from rest needs more evidence)."""
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -58,6 +60,7 @@ class LoopState:
             "step_limits": [[*k, v] for k, v in sorted(self.step_limits.items())],
             "probed": [[*k, v] for k, v in sorted(self.probed.items())],
             "stalled": self.stalled,
+            "still": self.still,
         }
         return json.dumps(data, indent=1)
 
@@ -90,6 +93,7 @@ class LoopState:
                 (str(d[0]), str(d[1]), str(d[2])): float(d[3]) for d in data.get("step_limits", [])
             },
             stalled=int(data.get("stalled", 0)),
+            still=int(data.get("still", 0)),
         )
 
     def save(self, path: str | Path) -> None:

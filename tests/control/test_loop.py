@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,6 +171,7 @@ def test_state_round_trips_and_a_restart_resumes_without_a_jump(boutique: Scenar
     for _ in range(3):
         sim.step()
     sim.loop.state.stalled = 2  # as if two intervals had not moved (loop.STALL_INTERVALS)
+    sim.loop.state.still = 2
     text = sim.loop.state.to_json()
     restored = LoopState.from_json(text)
     assert restored.weights == sim.loop.state.weights
@@ -180,7 +182,7 @@ def test_state_round_trips_and_a_restart_resumes_without_a_jump(boutique: Scenar
     assert restored.target.routes == sim.loop.state.target.routes
     assert restored.directions == sim.loop.state.directions and restored.directions
     assert restored.step_limits == sim.loop.state.step_limits and restored.step_limits
-    assert restored.stalled == 2
+    assert restored.stalled == 2 and restored.still == 2
     assert json.loads(restored.to_json()) == json.loads(text)
     # A new loop over the same telemetry, from the saved state: the first interval moves no
     # weight by more than the rollout limit from what was in force.
@@ -301,3 +303,49 @@ def test_a_stall_count_at_the_limit_restarts_the_rollout(boutique: Scenario) -> 
     assert "rollout restarted" in rep.conditions["Applied"].message
     assert ghost not in st.step_limits and (*ghost, "mars") not in st.directions
     assert st.stalled <= 1
+
+
+def test_a_move_from_rest_needs_a_gain_above_the_fits_uncertainty(boutique: Scenario) -> None:
+    """The rollout's rule on its own (the closed-loop case is hotel-3r mmc in
+    tests/sim/test_closed_loop.py): a move predicted to gain more than IMPROVEMENT_DEADBAND is
+    made while the weights are moving; after an interval without a move it is made only if the
+    gain also beats the fits' uncertainty (the band)."""
+    from slate.control.loop import IMPROVEMENT_DEADBAND, _Lazy
+
+    sim = Sim(boutique, max_shift=0.05)
+    loop, st = sim.loop, sim.loop.state
+    for _ in range(10):  # until the weights in force are not overloaded by the fits
+        sim.step()
+        learned, target = loop.last_learned, st.target
+        assert learned is not None and target is not None
+        now = loop._objective(learned, st.weights)
+        if math.isfinite(now):
+            break
+    assert learned is not None and target is not None
+    target_j = loop._objective(learned, target)
+    gain = 1 - target_j / now
+    assert gain > 2 * IMPROVEMENT_DEADBAND, gain  # the target is still well ahead
+
+    def moves(still: int, band: float) -> bool:
+        st.still = still
+        new = loop._roll_out(
+            learned, target, target_j, st.weights, loop.policy, _Lazy(lambda: band)
+        )
+        return _weights(new) != _weights(st.weights)
+
+    assert moves(still=0, band=gain * 1.5)  # moving: the deadband rules
+    assert not moves(still=1, band=gain * 1.5)  # at rest: not on a breath
+    assert moves(still=1, band=gain / 1.5)  # at rest, clear evidence
+
+
+def test_the_rest_count_follows_the_weights(boutique: Scenario) -> None:
+    """LoopState.still counts the intervals in a row whose weights did not move."""
+    sim = Sim(boutique, max_shift=0.1)
+    counts = []
+    for _ in range(14):
+        rep = sim.step()
+        counts.append((rep.max_weight_shift > 0, sim.loop.state.still))
+    for i, (moved, still) in enumerate(counts):
+        before = counts[i - 1][1] if i else 0
+        assert still == (0 if moved else before + 1), counts
+    assert any(m for m, _ in counts) and any(s > 1 for _, s in counts), counts
