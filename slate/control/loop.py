@@ -12,8 +12,9 @@ Safety rules, all here:
 - the rollout never stalls for good: when it has not moved for STALL_INTERVALS intervals while the
   learned model puts the target more than MAX_BAND better, its damping memory (each weight's last
   direction and each key's step limit) starts afresh;
-- a Prometheus outage, stale or empty telemetry, an infeasible or failed solve keep the weights in
-  force (never zero a locality silently) and say why (`held_reason`, the conditions);
+- a Prometheus outage, stale or empty telemetry, an infeasible or failed solve, or a target solve
+  still running in the worker (solve_mode "auto") keep the weights in force (never zero a
+  locality silently) and say why (`held_reason`, the conditions);
 - `run()` never dies silently: every exception of an interval is logged, counted and the next
   interval runs.
 """
@@ -27,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -93,6 +95,12 @@ moves the next ones to the worker; one faster than half of it brings them back i
 1 s interval aimed for at 10 clusters x 100 services (bench/loop.py): below it, an inline answer
 costs the interval little and is one interval fresher (measured: the lag costs acceptance runs,
 docs/control.md); above it, query + learn + solve no longer fit that second."""
+SOLVE_WAIT_S = 0.5
+"""solve_mode "auto", while its target solves are fast: the interval hands its solve to the worker
+and waits for it this long (wall seconds). A solve still running then (the first interval of a
+large mesh, before any solve was timed; a mesh that grew) is left to finish in the worker: the
+interval keeps the weights in force (held, reason Solving) and the next one takes that answer. So
+no interval waits much longer than this for its target (BACKGROUND_AFTER_S's reasoning)."""
 
 
 @dataclass(frozen=True)
@@ -452,9 +460,11 @@ class ControlLoop:
             stale, self._background = self._background, None
             if stale is not None:
                 stale.future.cancel()  # back from the worker: an answer from older fits
-            result = self._fresh = self._solve_inline(learned, cautious)
             if self.solve_mode == "auto":  # the next interval may move to the worker: keep it
+                result = self._fresh = self._solve_waiting(learned, cautious, policy, interval)
                 self._keep_for_next(result, cautious, policy, interval)
+                return result
+            result = self._fresh = self._solve_inline(learned, cautious)
             return result
         ready = self._take_background(cautious, policy, interval)
         if ready is None:
@@ -487,6 +497,48 @@ class ControlLoop:
                 ),
             )
         return self._backgrounded
+
+    def _solve_waiting(
+        self, learned: Learned, cautious: bool, policy: TrafficPolicy, interval: int
+    ) -> PolicyResult:
+        """solve_mode "auto" while solves are fast: this interval's target solve runs in the
+        worker and the interval waits for it at most SOLVE_WAIT_S. Past that the solve is left
+        running as the next interval's background answer, later solves go to the worker
+        (`_in_background`), and this interval is held: the weights in force stay."""
+        if self._closed:
+            return self._solve_inline(learned, cautious)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slate-solve")
+        started = time.perf_counter()
+        future = self._executor.submit(self._solve, learned, cautious)
+        try:
+            result = future.result(timeout=SOLVE_WAIT_S)
+        except FutureTimeout:
+            bg = _Background(future, cautious, policy, interval, started)
+            future.add_done_callback(lambda f: self._background_done(bg, f))
+            self._background = bg
+            self.last_solve_s = None  # unknown until it ends (_background_done)
+            if not self._backgrounded:
+                self._backgrounded = True
+                log.info(
+                    "%s",
+                    kv(
+                        "target_solve_moved",
+                        policy=_name(policy),
+                        to="worker",
+                        last_solve_s=f">{SOLVE_WAIT_S}",
+                    ),
+                )
+            msg = (
+                f"the target solve takes longer than {SOLVE_WAIT_S}s: it goes on in the worker "
+                "and the next interval uses it"
+            )
+            raise _Held("Solving", msg, solved=Condition("Unknown", "Solving", msg)) from None
+        except BaseException:
+            self.last_solve_s = time.perf_counter() - started
+            raise
+        self.last_solve_s = time.perf_counter() - started
+        return result
 
     def _solve_inline(self, learned: Learned, cautious: bool) -> PolicyResult:
         started = time.perf_counter()

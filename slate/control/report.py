@@ -12,6 +12,8 @@ Condition types and reasons (docs/control.md explains each):
                   False Infeasible            trust region and limits admit no routing
                   False SolverFailed          HiGHS or the learning step failed
                   False NotRun                telemetry was not usable this interval
+                  Unknown Solving             the target solve outlasted the interval's wait: it
+                                              goes on in the worker, the next interval uses it
   Applied         True  Converged             the weights in force are the target
                   True  RollingOut            moved towards the target, at most maxShiftPerInterval
                   False Held                  the last good weights were kept (see held_reason)

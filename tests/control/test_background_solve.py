@@ -1,7 +1,8 @@
 """ControlLoop(solve_mode="background"): the target LP is solved in a worker thread from one
 interval's fits and used by the next interval; failures are logged, counted and reported, and the
 interval then solves synchronously. solve_mode="auto" goes to the worker once a target solve is
-slow and comes back once one is fast."""
+slow and comes back once one is fast; while fast, an interval waits a bounded time for its own
+solve."""
 
 from __future__ import annotations
 
@@ -120,9 +121,10 @@ def test_auto_moves_slow_solves_to_the_worker_and_fast_ones_back(
     boutique: Scenario, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """solve_mode="auto" by the last target solve's wall time against BACKGROUND_AFTER_S (here
-    moved instead of slowing the solves down): inline while fast; once slow, the next interval
-    takes the inline answer kept from the slow one and hands its own fits to the worker; once the
-    worker's solve is fast again, back inline."""
+    moved instead of slowing the solves down): while fast, each interval waits for the solve of
+    its own fits (in the worker thread, SOLVE_WAIT_S at most); once slow, the next interval takes
+    the answer kept from the slow one and hands its own fits to the worker; once the worker's
+    solve is fast again, back to waiting."""
     import slate.control.loop as loop_mod
 
     sim = Sim(boutique, max_shift=0.1)
@@ -141,7 +143,9 @@ def test_auto_moves_slow_solves_to_the_worker_and_fast_ones_back(
     assert [m.split(" to=")[1].split()[0] for m in moved] == ["worker", "interval"], moved
     reports += more + last
     fits += more_fits + last_fits
-    assert _which(calls, fits) == [(False, 0), (False, 1), (True, 2), (True, 3), (False, 4)]
+    # Every solve ran in the worker thread, each on its interval's fits; the third and fourth
+    # intervals took the answer solved from the interval before.
+    assert _which(calls, fits) == [(True, 0), (True, 1), (True, 2), (True, 3), (True, 4)]
     assert [r.target_from_background for r in reports] == [False, False, True, True, False]
     assert [r.to_json()["target_from_background"] for r in reports[1:3]] == [False, True]
     for rep in reports:
@@ -177,3 +181,44 @@ def test_a_closed_loop_starts_no_worker(boutique: Scenario) -> None:
     # the fourth solves inline.
     assert _which(calls, fits + more) == [(False, 0), (True, 1), (False, 3)]
     assert [r.target_from_background for r in reports] == [True, False]
+
+
+def test_auto_holds_an_interval_whose_solve_outlasts_the_wait(
+    boutique: Scenario, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """solve_mode="auto" before any solve was timed (a loop's first interval at 10 x 100 solved
+    inline for 2.3-2.8 s): a solve still running after SOLVE_WAIT_S is left to the worker. That
+    interval keeps the weights in force and says so (held, reason Solving); the next one takes
+    the late answer and hands its own fits to the worker."""
+    import slate.control.loop as loop_mod
+
+    sim = Sim(boutique, max_shift=0.1)
+    sim.loop.solve_mode = "auto"
+    calls = _spy(sim)
+    inner = sim.loop._solve
+
+    def slow(learned: Learned, cautious: bool) -> PolicyResult:
+        time.sleep(0.3)
+        return inner(learned, cautious)
+
+    sim.loop._solve = slow  # type: ignore[method-assign]
+    monkeypatch.setattr(loop_mod, "SOLVE_WAIT_S", 0.05)
+    with caplog.at_level(logging.INFO, logger="slate.control.loop"):
+        reports, fits = _steps(sim, 1)
+        in_force = sim.loop.state.weights  # where the mesh routed (locally) before the loop
+        more, more_fits = _steps(sim, 1)
+        _wait_for(lambda: len(calls) == 2)
+    sim.loop.close()
+    (first, second), fits = reports + more, fits + more_fits
+    assert first.held_reason == "Solving" and first.max_weight_shift == 0.0
+    assert first.conditions["Solved"].status == "Unknown"
+    assert first.conditions["Solved"].reason == "Solving"
+    assert first.conditions["Applied"].reason == "Held"
+    assert first.conditions["Ready"].reason == "Solving"
+    assert first.routes.routes and first.routes == in_force
+    assert second.held_reason is None and second.target_from_background
+    assert second.conditions["Solved"].status == "True" and second.max_weight_shift > 0
+    assert _which(calls, fits) == [(True, 0), (True, 1)]
+    moved = [r.getMessage() for r in caplog.records if "target_solve_moved" in r.getMessage()]
+    assert len(moved) == 1 and "to=worker" in moved[0], moved
+    assert sim.loop.background_errors_total == 0
