@@ -505,12 +505,18 @@ class ControlLoop:
         worker and the interval waits for it at most SOLVE_WAIT_S. Past that the solve is left
         running as the next interval's background answer, later solves go to the worker
         (`_in_background`), and this interval is held: the weights in force stay."""
-        if self._closed:
-            return self._solve_inline(learned, cautious)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slate-solve")
+        executor = self._executor
+        if executor is None and not self._closed:
+            executor = self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="slate-solve"
+            )
         started = time.perf_counter()
-        future = self._executor.submit(self._solve, learned, cautious)
+        try:
+            if executor is None:
+                raise RuntimeError("closed")
+            future = executor.submit(self._solve, learned, cautious)
+        except RuntimeError:  # closed (close() may run while this interval does): solve here
+            return self._solve_inline(learned, cautious)
         try:
             result = future.result(timeout=SOLVE_WAIT_S)
         except FutureTimeout:

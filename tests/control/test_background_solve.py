@@ -222,3 +222,17 @@ def test_auto_holds_an_interval_whose_solve_outlasts_the_wait(
     moved = [r.getMessage() for r in caplog.records if "target_solve_moved" in r.getMessage()]
     assert len(moved) == 1 and "to=worker" in moved[0], moved
     assert sim.loop.background_errors_total == 0
+
+
+def test_a_closed_auto_loop_solves_in_its_interval(boutique: Scenario) -> None:
+    """close() before or while an interval runs: an auto loop waits for no worker; the interval
+    solves on its own thread, and no executor is started again."""
+    sim = Sim(boutique)
+    sim.loop.solve_mode = "auto"
+    calls = _spy(sim)
+    _reports, fits = _steps(sim, 1)  # solved in the worker, waited for
+    sim.loop.close()
+    reports, more = _steps(sim, 1)
+    assert sim.loop._executor is None
+    assert _which(calls, fits + more) == [(True, 0), (False, 1)]
+    assert reports[0].held_reason is None and reports[0].conditions["Solved"].status == "True"
