@@ -394,6 +394,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # xDS streams and NACKs on the loop's /metrics (when served), TLS as `slate xds serve`.
         xds_metrics = XdsMetrics(metrics.registry if metrics is not None else None)
         credentials, authorizer = security_from_args(args, xds_metrics)
+        from slate.xds.protocol import Limits
+
         server = _XdsThread(
             cache,
             args.xds_host,
@@ -401,6 +403,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             metrics=xds_metrics,
             credentials=credentials,
             authorizer=authorizer,
+            limits=Limits(max_connection_age_s=args.max_connection_age),
         )
         port = server.start()
         print(f"slate run: xDS on {host_port(args.xds_host, port)}", flush=True)

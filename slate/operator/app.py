@@ -47,9 +47,11 @@ from slate.operator.metrics import OperatorMetrics
 from slate.operator.seams import LoopFactory, PublisherLike, default_loop_factory
 from slate.xds.cli import server_security
 from slate.xds.debounce import Debouncer
+from slate.xds.defaults import MAX_CONNECTION_AGE_S
 from slate.xds.endpoints import EndpointSet
 from slate.xds.follower import FollowerCache
 from slate.xds.metrics import XdsMetrics
+from slate.xds.protocol import Limits
 from slate.xds.resources import ClaOptions
 from slate.xds.security import HttpsCredentials
 from slate.xds.server import XdsServer
@@ -83,6 +85,8 @@ class OperatorConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     identity_table: Path | None = None
+    max_connection_age_s: float = MAX_CONNECTION_AGE_S
+    """Seconds before a proxy's xDS connection must reconnect (0 = never; slate/xds/defaults.py)."""
     metrics_tls_cert: Path | None = None
     """/metrics over HTTPS (with metrics_tls_key); metrics_tls_client_ca: client certificates."""
     metrics_tls_key: Path | None = None
@@ -136,6 +140,7 @@ class Operator:
             metrics=self.xds_metrics,
             credentials=credentials,
             authorizer=authorizer,
+            limits=Limits(max_connection_age_s=cfg.max_connection_age_s),
         )
         self.kopf_task: asyncio.Task[None] | None = None
         self.kopf_stop: asyncio.Event | None = None

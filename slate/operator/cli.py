@@ -149,6 +149,7 @@ def run_operator(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         identity_table=args.identity_table,
+        max_connection_age_s=args.max_connection_age,
         metrics_tls_cert=args.metrics_tls_cert,
         metrics_tls_key=args.metrics_tls_key,
         metrics_tls_client_ca=args.metrics_tls_client_ca,

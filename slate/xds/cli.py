@@ -153,7 +153,11 @@ async def _run(
     from slate.xds.protocol import Limits
     from slate.xds.server import XdsServer
 
-    limits = Limits(max_names=args.max_names, max_request_bytes=args.max_request_bytes)
+    limits = Limits(
+        max_names=args.max_names,
+        max_request_bytes=args.max_request_bytes,
+        max_connection_age_s=args.max_connection_age,
+    )
     credentials, authorizer = security
     server = XdsServer(
         cache, metrics=metrics, limits=limits, credentials=credentials, authorizer=authorizer
@@ -233,6 +237,15 @@ def add_security_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="YAML: which SPIFFE identities may read which services' views (needs mTLS)",
     )
+    p.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=defaults.MAX_CONNECTION_AGE_S,
+        metavar="SECONDS",
+        help="a proxy reconnects after this long (a new TLS handshake: rotated certificates, CAs "
+        f"and identity tables reach every stream); default {defaults.MAX_CONNECTION_AGE_S:g}, "
+        "0 = never",
+    )
 
 
 def add_metrics_tls_arguments(p: argparse.ArgumentParser) -> None:
@@ -282,6 +295,12 @@ def check_security_arguments(args: argparse.Namespace) -> None:
     if args.identity_table is not None and args.tls_client_ca is None:
         raise InputError(
             "--identity-table", "needs --tls-client-ca: identities come from client certificates"
+        )
+    age = args.max_connection_age
+    most = defaults.MAX_CONNECTION_AGE_LIMIT_S
+    if not (age == 0 or 1 <= age <= most):
+        raise InputError(
+            "--max-connection-age", f"must be 0 (never) or 1 to {most:g} seconds, got {age:g}"
         )
 
 

@@ -73,6 +73,9 @@ class Limits:
     slice_names: int = 32
     """Names considered in the first step of building a big response (then the loop yields);
     later steps adapt (halving or doubling, up to 32x) so that each takes ~2-10 ms."""
+    max_connection_age_s: float = defaults.MAX_CONNECTION_AGE_S
+    """Seconds before a connection is asked to go (gRPC's GOAWAY; the proxy reconnects with a new
+    TLS handshake and its streams are authorized again); 0 = never [--max-connection-age]."""
 
 
 DEFAULT_LIMITS = Limits()

@@ -68,6 +68,9 @@ SERVER_OPTIONS = [
     # full push to 10,000 streams sent ~11,000 extra PINGs.
     ("grpc.http2.bdp_probe", 0),
 ]
+CONNECTION_AGE_GRACE_S = 10.0
+"""After a connection's max age, how long its streams may go on before they are cancelled (the
+proxy has meanwhile opened its new connection; its config stays in place while it does)."""
 
 
 class XdsServer:
@@ -122,10 +125,17 @@ class XdsServer:
         """Listen on `address` (host:port, port 0 = any free port); returns the port.
 
         Raises OSError if the address cannot be bound."""
-        options = [
+        options: list[tuple[str, int]] = [
             *SERVER_OPTIONS,
             ("grpc.max_receive_message_length", self.limits.max_request_bytes),
         ]
+        if self.limits.max_connection_age_s > 0:
+            # gRPC jitters the age by +-10%, so proxies connected together do not all come back
+            # at once.
+            options += [
+                ("grpc.max_connection_age_ms", round(self.limits.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", round(CONNECTION_AGE_GRACE_S * 1000)),
+            ]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers(self._handlers())
         self._health = health.aio.HealthServicer()

@@ -20,6 +20,7 @@ from xds_testlib import node, parse_sotw, sotw
 
 from slate.cli import main
 from slate.xds.metrics import XdsMetrics
+from slate.xds.protocol import DEFAULT_LIMITS, Limits
 from slate.xds.security import (
     Authorizer,
     IdentityTable,
@@ -41,6 +42,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     make_cert(d, "server", "DNS:localhost,IP:127.0.0.1")
     make_cert(d, "server2", "DNS:localhost,IP:127.0.0.1", ca="ca2")
     make_cert(d, "frontend", "URI:spiffe://cluster.local/ns/shop/sa/frontend")
+    make_cert(d, "frontend2", "URI:spiffe://cluster.local/ns/shop/sa/frontend", ca="ca2")
     make_cert(d, "cartsa", "URI:spiffe://cluster.local/ns/shop/sa/cart")
     make_cert(d, "foreign", "URI:spiffe://evil.example/ns/shop/sa/frontend")
     make_cert(d, "plain", "DNS:client.example")
@@ -70,7 +72,12 @@ def client_creds(d: Path, who: str | None, ca: str = "ca") -> grpc.ChannelCreden
 
 @asynccontextmanager
 async def secure_server(
-    d: Path, *, mtls: bool, table: IdentityTable | None = None, files: TlsFiles | None = None
+    d: Path,
+    *,
+    mtls: bool,
+    table: IdentityTable | None = None,
+    files: TlsFiles | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> AsyncIterator[tuple[XdsServer, int]]:
     metrics = XdsMetrics()
     files = files or TlsFiles(d / "server.crt", d / "server.key", d / "ca.crt" if mtls else None)
@@ -79,6 +86,7 @@ async def secure_server(
         metrics=metrics,
         credentials=server_credentials(files, metrics),
         authorizer=Authorizer(table, metrics) if table else None,
+        limits=limits,
     )
     port = await server.start("127.0.0.1:0")
     try:
@@ -174,6 +182,41 @@ def test_rotated_certificate_files_apply_to_new_connections(certs: Path, tmp_pat
     run(scenario())
 
 
+def test_a_replaced_client_ca_reaches_connected_streams_within_the_connection_age(
+    certs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Certificates are checked at the handshake, so a connected proxy keeps its stream across a
+    client CA rotation until its connection reaches --max-connection-age (here 1 s, and 0.5 s of
+    grace instead of 10): then the stream ends, and the proxy's reconnect is a new handshake that
+    the new CA decides. A client of the new CA gets in."""
+    import slate.xds.server as server_mod
+
+    monkeypatch.setattr(server_mod, "CONNECTION_AGE_GRACE_S", 0.5)
+    client_ca = tmp_path / "client-ca.crt"
+    shutil.copy(certs / "ca.crt", client_ca)
+    files = TlsFiles(certs / "server.crt", certs / "server.key", client_ca)
+
+    async def scenario() -> None:
+        limits = Limits(max_connection_age_s=1.0)
+        async with secure_server(certs, mtls=True, files=files, limits=limits) as (_s, port):
+            old = client_creds(certs, "frontend")
+            channel = grpc.aio.secure_channel(f"127.0.0.1:{port}", old)
+            async with channel:
+                call = Stream(channel, ADS_SOTW)
+                await call.write(sotw(["cart"], with_node=node(service="frontend")))
+                assert "cart" in parse_sotw(await call.read())[1]
+                shutil.copy(certs / "ca2.crt", client_ca)  # the client CA is replaced
+                # The connected stream lives on until its connection's age (+-10%) and grace.
+                code = await asyncio.wait_for(call.call.code(), 10)
+                assert code != grpc.StatusCode.OK, code
+                call.cancel()
+            assert await ask(port, old) == grpc.StatusCode.UNAVAILABLE  # refused at handshake
+            got = await ask(port, client_creds(certs, "frontend2", ca="ca"))
+            assert isinstance(got, bytes) and "cart" in parse_sotw(got)[1]
+
+    run(scenario())
+
+
 def test_identity_table_without_mtls_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], certs: Path
 ) -> None:
@@ -202,10 +245,51 @@ def test_every_xds_command_checks_the_security_flags_alike(
         (["--tls-client-ca", "ca.crt"], "--tls-client-ca"),
         (["--metrics-tls-key", "k.pem"], "--metrics-tls-cert"),
         (["--metrics-tls-cert", "c.pem", "--metrics-tls-key", "k.pem"], "--metrics-tls-cert"),
+        (["--max-connection-age", "0.5"], "--max-connection-age"),
+        (["--max-connection-age", "nan"], "--max-connection-age"),
     ):
         code = main([*command, *flags])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and named in err, (flags, err)
+
+
+def test_run_and_operator_hand_the_connection_age_to_their_xds_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-connection-age reaches the server's Limits in `slate run` and `slate operator` (the
+    server's use of it: test_a_replaced_client_ca_reaches_connected_streams_...)."""
+    import slate.control.cli as run_cli
+    import slate.operator.app as app
+    from slate.model.errors import InputError
+
+    seen: list[object] = []
+
+    class Captured(run_cli._XdsThread):
+        def start(self) -> int:
+            seen.append(self.server_args["limits"])
+            raise InputError("--xds-port", "captured")
+
+    monkeypatch.setattr(run_cli, "_XdsThread", Captured)
+    root = Path(__file__).resolve().parents[2]
+    code = main(
+        [
+            "run",
+            *("--policy", str(root / "examples/policies/shop.yaml")),
+            *("--prometheus", "http://127.0.0.1:1"),
+            *("--endpoints", str(root / "examples/xds/endpoints.yaml")),
+            *("--xds-port", "0", "--max-connection-age", "60"),
+        ]
+    )
+    assert code == 2 and "captured" in capsys.readouterr().err
+
+    def operator_run(cfg: Any) -> int:
+        seen.append(cfg.max_connection_age_s)
+        return 0
+
+    monkeypatch.setattr(app, "run", operator_run)
+    code = main(["operator", "--prometheus", "http://127.0.0.1:9090", "--max-connection-age", "0"])
+    assert code == 0
+    assert seen == [Limits(max_connection_age_s=60.0), 0.0], seen
 
 
 def test_slate_run_serves_its_xds_port_over_mtls(certs: Path, tmp_path: Path) -> None:
