@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -167,198 +167,253 @@ class ControlLoop:
 
     # ------------------------------------------------------------------------------------------
     def step(self, at: datetime | None = None) -> IntervalReport:
+        """One interval, in phases: observe (`_observe`), learn (`_learn`), decide the target and
+        the next weights (`_decide`), report and publish (`_report_and_publish`), and remember
+        what the next interval needs (`_remember`). A phase that cannot go on raises `_Held` (or
+        the optimizer's errors): the weights in force stay and the report says why."""
         with self._lock:
             policy = self.policy
-        now = at or datetime.now(UTC)
         st = self.state
         self._evaluations.clear()
         self._pending_stalled = False  # set by _roll_out when it gets as far as stepping
         self._fresh = None
         self._to_solve = None
         self._from_background = False
-        t0 = time.perf_counter()
-        q_s = l_s = s_s = 0.0
-        obs: Observation | None = None
-        target: Routing | None = None
-        result: PolicyResult | None = None
-        exploring = False
-        held: _Held | None = None
-        telemetry_ok = Condition("True", "Fresh")
-        solved = Condition("Unknown", "NotRun")
-        observed: Observed | None = None
-        before = st.weights
-        new_weights = st.weights
-        problems: tuple[str, ...] = ()
-        learned: Learned | None = None
-        probed: tuple[str, str] | None = None
-        restarted = False
+        iv = _Interval(policy, at or datetime.now(UTC), before=st.weights, new_weights=st.weights)
         try:
-            try:
-                obs = self.source.observe(policy, now)
-            except TelemetryUnavailable as e:
-                raise _Held(
-                    "PrometheusUnavailable",
-                    f"telemetry backend unreachable: {_short(e)}",
-                    telemetry=Condition("False", "PrometheusUnavailable", _short(e)),
-                    solved=Condition("False", "NotRun", "no telemetry"),
-                ) from None
-            finally:
-                q_s = time.perf_counter() - t0
-            problems = obs.problems
-            stale = obs.staleness_s
-            limit = max(STALE_INTERVALS * policy.interval_s, policy.window_s)
-            if not obs.has_data or stale is None:
-                raise _Held(
-                    "NoData",
-                    "no traffic of the policy's services in the telemetry",
-                    telemetry=Condition("False", "NoData", "no samples for the policy's services"),
-                    solved=Condition("False", "NotRun", "no telemetry"),
-                )
-            if stale > limit:
-                msg = f"newest sample is {stale:.0f}s old (limit {limit:.0f}s)"
-                raise _Held(
-                    "Stale",
-                    msg,
-                    telemetry=Condition("False", "Stale", msg),
-                    solved=Condition("False", "NotRun", "stale telemetry"),
-                )
-            observed = observed_figures(policy, obs)
-            if not st.weights.routes:
-                st.weights = _observed_routing(obs)
-                before = st.weights
-            t1 = time.perf_counter()
-            try:
-                learned = learn(policy, obs, self.deployment, st.curves, st.service_ms)
-            except Exception as e:  # learning on bad data must not kill the loop
-                log.warning("%s", kv("learn_failed", policy=_name(policy), error=_short(e)))
-                raise _Held(
-                    "SolverFailed",
-                    f"learning failed: {_short(e)}",
-                    solved=Condition("False", "SolverFailed", f"learning failed: {_short(e)}"),
-                ) from None
-            finally:
-                l_s = time.perf_counter() - t1
-            self.last_learned = learned
-            prev_curves = st.curves
-            st.curves = {k: v for k, v in learned.latency.curves.items() if v.samples > 0}
-            st.service_ms = dict(learned.service_ms)
-
-            rolled_back = self._maybe_roll_back(observed)
-            if rolled_back is not None:
-                new_weights = rolled_back
-                held = _Held("ExplorationRolledBack", "measured latency rose after exploring")
-                solved = Condition("True", "Optimal", "exploration rolled back")
-            else:
-                t2 = time.perf_counter()
-                try:
-                    result = self._target_result(learned, st.cooldown > 0, policy)
-                finally:
-                    s_s = time.perf_counter() - t2
-                t2 = time.perf_counter()  # the rollout's own solves count as solving too
-                target = _external_routing(result.routing)
-                self._remember_solved(learned, result, target)
-                routings = [st.weights, target, st.target or Routing(())]
-                band = _Lazy(lambda: self._band(learned, prev_curves, routings))
-                target = self._sticky_target(learned, target, band)
-                st.target = target
-                exploring = _exploring(learned, result)
-                solved = (
-                    Condition("True", "OverCapacity", _shortfall_text(result))
-                    if result.shortfalls
-                    else Condition(
-                        "True",
-                        "Optimal",
-                        f"solved in {result.stats.seconds:.3f}s" if result.stats else "solved",
-                    )
-                )
-                target_j = self._objective(learned, target)
-                if st.stalled >= STALL_INTERVALS:
-                    self._restart_rollout(policy)
-                    restarted = True
-                new_weights = self._roll_out(learned, target, target_j, st.weights, policy, band)
-                if st.cooldown == 0 and learned.unmeasured_rtt:
-                    probe = self._probe_unmeasured(learned, target_j, new_weights, band)
-                    if probe is not None:
-                        new_weights, probed = probe
-                        exploring = True
-                new_weights = _limit_moves(st.weights, new_weights, policy.max_shift_per_interval)
-                s_s += time.perf_counter() - t2
+            self._observe(iv)
+            self._learn(iv)
+            self._decide(iv)
         except _Held as h:
-            held = h
-            telemetry_ok = h.telemetry or telemetry_ok
-            solved = h.solved or solved
+            iv.held = h
+            iv.telemetry_ok = h.telemetry or iv.telemetry_ok
+            iv.solved = h.solved or iv.solved
         except InfeasibleError as e:
-            held = _Held("Infeasible", _short(e))
-            solved = Condition("False", "Infeasible", _short(e))
+            iv.held = _Held("Infeasible", _short(e))
+            iv.solved = Condition("False", "Infeasible", _short(e))
         except SolveError as e:
-            held = _Held("SolverFailed", _short(e))
-            solved = Condition("False", "SolverFailed", _short(e))
+            iv.held = _Held("SolverFailed", _short(e))
+            iv.solved = Condition("False", "SolverFailed", _short(e))
+        return self._report_and_publish(iv)
 
-        shift = _routing_shift(before, new_weights)
-        paused = policy.paused
-        publish_routes = not (paused or self.dry_run)
-        if paused:
-            new_weights = st.weights  # keep what is in force; compute and report only
-            shift = 0.0
-        predicted = self._predict(learned, new_weights)
+    def _observe(self, iv: _Interval) -> None:
+        """Query the telemetry; hold when it is unreachable, empty or stale. A loop's first
+        interval takes the routing the mesh uses now as the weights in force."""
+        policy, st = iv.policy, self.state
+        t0 = time.perf_counter()
+        try:
+            obs = self.source.observe(policy, iv.now)
+        except TelemetryUnavailable as e:
+            raise _Held(
+                "PrometheusUnavailable",
+                f"telemetry backend unreachable: {_short(e)}",
+                telemetry=Condition("False", "PrometheusUnavailable", _short(e)),
+                solved=Condition("False", "NotRun", "no telemetry"),
+            ) from None
+        finally:
+            iv.query_s = time.perf_counter() - t0
+        iv.problems = obs.problems
+        stale = obs.staleness_s
+        limit = max(STALE_INTERVALS * policy.interval_s, policy.window_s)
+        if not obs.has_data or stale is None:
+            raise _Held(
+                "NoData",
+                "no traffic of the policy's services in the telemetry",
+                telemetry=Condition("False", "NoData", "no samples for the policy's services"),
+                solved=Condition("False", "NotRun", "no telemetry"),
+            )
+        if stale > limit:
+            msg = f"newest sample is {stale:.0f}s old (limit {limit:.0f}s)"
+            raise _Held(
+                "Stale",
+                msg,
+                telemetry=Condition("False", "Stale", msg),
+                solved=Condition("False", "NotRun", "stale telemetry"),
+            )
+        iv.observed = observed_figures(policy, obs)
+        if not st.weights.routes:
+            # A hold later in this interval still publishes no routes (new_weights stays empty):
+            # the mesh keeps its own balancing until the loop decides something.
+            st.weights = _observed_routing(obs)
+            iv.before = st.weights
+        iv.obs = obs
+
+    def _learn(self, iv: _Interval) -> None:
+        """Learn the call graph, service times and station curves; keep the new fits (the last
+        ones stay in iv.prev_curves for the fits' uncertainty). Learning that fails holds."""
+        st = self.state
+        assert iv.obs is not None
+        t1 = time.perf_counter()
+        try:
+            learned = learn(iv.policy, iv.obs, self.deployment, st.curves, st.service_ms)
+        except Exception as e:  # learning on bad data must not kill the loop
+            log.warning("%s", kv("learn_failed", policy=_name(iv.policy), error=_short(e)))
+            raise _Held(
+                "SolverFailed",
+                f"learning failed: {_short(e)}",
+                solved=Condition("False", "SolverFailed", f"learning failed: {_short(e)}"),
+            ) from None
+        finally:
+            iv.learn_s = time.perf_counter() - t1
+        self.last_learned = iv.learned = learned
+        iv.prev_curves = st.curves
+        st.curves = {k: v for k, v in learned.latency.curves.items() if v.samples > 0}
+        st.service_ms = dict(learned.service_ms)
+
+    def _decide(self, iv: _Interval) -> None:
+        """The next weights: back to where an exploring move started when it made things worse;
+        otherwise the target (solved where solve_mode says, kept by the hysteresis), the rollout
+        towards it, a probe of an unmeasured cluster pair, and the max-shift limit."""
+        policy, st, learned = iv.policy, self.state, iv.learned
+        assert learned is not None
+        rolled_back = self._maybe_roll_back(iv.observed)
+        if rolled_back is not None:
+            iv.new_weights = rolled_back
+            iv.held = _Held("ExplorationRolledBack", "measured latency rose after exploring")
+            iv.solved = Condition("True", "Optimal", "exploration rolled back")
+            return
+        t2 = time.perf_counter()
+        try:
+            result = self._target_result(learned, st.cooldown > 0, policy)
+        finally:
+            iv.solve_s = time.perf_counter() - t2
+        t2 = time.perf_counter()  # the rollout's own solves count as solving too
+        target = _external_routing(result.routing)
+        self._remember_solved(learned, result, target)
+        routings = [st.weights, target, st.target or Routing(())]
+        prev_curves = iv.prev_curves
+        band = _Lazy(lambda: self._band(learned, prev_curves, routings))
+        target = self._sticky_target(learned, target, band)
+        iv.target = st.target = target
+        iv.exploring = _exploring(learned, result)
+        iv.solved = (
+            Condition("True", "OverCapacity", _shortfall_text(result))
+            if result.shortfalls
+            else Condition(
+                "True",
+                "Optimal",
+                f"solved in {result.stats.seconds:.3f}s" if result.stats else "solved",
+            )
+        )
+        target_j = self._objective(learned, target)
+        if st.stalled >= STALL_INTERVALS:
+            self._restart_rollout(policy)
+            iv.restarted = True
+        iv.new_weights = self._roll_out(learned, target, target_j, st.weights, policy, band)
+        if st.cooldown == 0 and learned.unmeasured_rtt:
+            probe = self._probe_unmeasured(learned, target_j, iv.new_weights, band)
+            if probe is not None:
+                iv.new_weights, iv.probed = probe
+                iv.exploring = True
+        iv.new_weights = _limit_moves(st.weights, iv.new_weights, policy.max_shift_per_interval)
+        iv.solve_s += time.perf_counter() - t2
+
+    def _applied(self, iv: _Interval, shift: float, paused: bool) -> Condition:
+        """The Applied condition: held, paused, dry run, converged, or rolling out."""
+        held = iv.held
         if held is not None and held.reason != "ExplorationRolledBack":
-            applied = Condition("False", "Held", f"kept the last good weights: {held.message}")
-        elif paused:
-            applied = Condition("False", "Paused", "spec.paused: nothing published")
-        elif self.dry_run:
-            applied = Condition("False", "DryRun", "dry run: nothing published")
-        elif target is not None and all(
+            return Condition("False", "Held", f"kept the last good weights: {held.message}")
+        if paused:
+            return Condition("False", "Paused", "spec.paused: nothing published")
+        if self.dry_run:
+            return Condition("False", "DryRun", "dry run: nothing published")
+        target, new_weights = iv.target, iv.new_weights
+        if target is not None and all(
             settle(r.normalized(), (new_weights.get(*r.key) or r).normalized())
             for r in target.routes
         ):
-            applied = Condition("True", "Converged", "the weights in force are the target")
-        else:
-            note = (
-                f" (rollout restarted after {STALL_INTERVALS} intervals without a move)"
-                if restarted
-                else ""
-            )
-            applied = Condition(
-                "True", "RollingOut", f"moved at most {shift:.3f} this interval{note}"
-            )
+            return Condition("True", "Converged", "the weights in force are the target")
+        note = (
+            f" (rollout restarted after {STALL_INTERVALS} intervals without a move)"
+            if iv.restarted
+            else ""
+        )
+        return Condition("True", "RollingOut", f"moved at most {shift:.3f} this interval{note}")
 
+    def _report_and_publish(self, iv: _Interval) -> IntervalReport:
+        """Report the interval to every publisher (a publisher that raises is logged and counted,
+        and the weights in force stay what the proxies may still have), hand the fits to the
+        background solver, remember, and log one line."""
+        st = self.state
+        policy, held = iv.policy, iv.held
+        shift = _routing_shift(iv.before, iv.new_weights)
+        paused = policy.paused
+        publish_routes = not (paused or self.dry_run)
+        if paused:
+            iv.new_weights = st.weights  # keep what is in force; compute and report only
+            shift = 0.0
+        predicted = self._predict(iv.learned, iv.new_weights)
+        applied = self._applied(iv, shift, paused)
         report = IntervalReport(
             policy=_name(policy),
-            at=now,
+            at=iv.now,
             conditions={},
-            routes=new_weights,
-            target=target,
+            routes=iv.new_weights,
+            target=iv.target,
             predicted=predicted,
-            observed=observed,
-            solve_seconds=s_s,
-            exploring=exploring,
+            observed=iv.observed,
+            solve_seconds=iv.solve_s,
+            exploring=iv.exploring,
             held_reason=None if held is None else held.reason,
             interval=st.interval,
             max_weight_shift=shift,
             publish_routes=publish_routes,
             generation=policy.generation,
-            timings=Timings(q_s, l_s, s_s, 0.0),
-            problems=problems,
-            fit_r2=_fit_r2(learned),
-            rollout_restarted=restarted,
+            timings=Timings(iv.query_s, iv.learn_s, iv.solve_s, 0.0),
+            problems=iv.problems,
+            fit_r2=_fit_r2(iv.learned),
+            rollout_restarted=iv.restarted,
             target_from_background=self._from_background,
         )
         t3 = time.perf_counter()
         publish_error: str | None = None
         for pub in self.publishers:
             try:
-                pub.publish(_with_conditions(report, telemetry_ok, solved, applied, paused))
+                pub.publish(_with_conditions(report, iv.telemetry_ok, iv.solved, applied, paused))
             except Exception as e:
                 self.publish_errors_total += 1
                 publish_error = _short(e)
                 log.error("%s", kv("publish_failed", publisher=type(pub).__name__, error=_short(e)))
         if publish_error is not None and publish_routes:
             applied = Condition("False", "PublishFailed", publish_error)
-            new_weights = before  # what the proxies may still have
+            iv.new_weights = iv.before  # what the proxies may still have
         p_s = time.perf_counter() - t3
         self._start_background()
+        moved = self._remember(iv, shift, paused, publish_error)
+        final = _with_conditions(
+            replace(
+                report,
+                routes=iv.new_weights if (moved or self.dry_run) else st.weights,
+                max_weight_shift=shift if moved else 0.0,
+                timings=Timings(iv.query_s, iv.learn_s, iv.solve_s, p_s),
+            ),
+            iv.telemetry_ok,
+            iv.solved,
+            applied,
+            paused,
+        )
+        self.last_report = final
+        log.info(
+            "%s",
+            kv(
+                "interval",
+                policy=final.policy,
+                n=final.interval,
+                held=final.held_reason,
+                shift=round(shift, 4),
+                exploring=iv.exploring,
+                background=self._from_background,
+                seconds=round(final.timings.total_s, 3),
+            ),
+        )
+        return final
 
-        # Book-keeping for the next interval.
+    def _remember(
+        self, iv: _Interval, shift: float, paused: bool, publish_error: str | None
+    ) -> bool:
+        """Book-keeping for the next interval; whether the new weights are now in force."""
+        st, held = self.state, iv.held
+        new_weights = iv.new_weights
         was_rolled_back = held is not None and held.reason == "ExplorationRolledBack"
         moved = (
             not paused
@@ -366,14 +421,14 @@ class ControlLoop:
             and (held is None or was_rolled_back)
             and publish_error is None
         )
-        if moved and probed is not None:
-            st.probed[probed] = st.interval
+        if moved and iv.probed is not None:
+            st.probed[iv.probed] = st.interval
         if moved:
             # An exploring move is an experiment: remember what it replaced, so the next
             # interval can roll it back when the measured latency says it was a mistake.
-            if exploring and new_weights != st.weights:
+            if iv.exploring and new_weights != st.weights:
                 st.before_exploring = st.weights
-            elif not exploring:
+            elif not iv.exploring:
                 st.before_exploring = None
             _remember_directions(st.directions, st.weights, new_weights)
             for k, lim in self._pending_limits.items():
@@ -388,39 +443,13 @@ class ControlLoop:
             st.before_exploring = None
         elif st.cooldown > 0:
             st.cooldown -= 1
-        if observed is not None and observed.mean_latency_ms is not None:
-            st.last_observed_ms = observed.mean_latency_ms
+        if iv.observed is not None and iv.observed.mean_latency_ms is not None:
+            st.last_observed_ms = iv.observed.mean_latency_ms
         st.interval += 1
         self.intervals_total += 1
         if held is not None:
             self.held_total += 1
-        final = _with_conditions(
-            replace(
-                report,
-                routes=new_weights if (moved or self.dry_run) else st.weights,
-                max_weight_shift=shift if moved else 0.0,
-                timings=Timings(q_s, l_s, s_s, p_s),
-            ),
-            telemetry_ok,
-            solved,
-            applied,
-            paused,
-        )
-        self.last_report = final
-        log.info(
-            "%s",
-            kv(
-                "interval",
-                policy=final.policy,
-                n=final.interval,
-                held=final.held_reason,
-                shift=round(shift, 4),
-                exploring=exploring,
-                background=self._from_background,
-                seconds=round(final.timings.total_s, 3),
-            ),
-        )
-        return final
+        return moved
 
     # ------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, interval_s: float | None = None) -> None:
@@ -1051,6 +1080,35 @@ class ControlLoop:
         if ev is None:
             return None
         return Prediction(ev.mean_latency_ms, ev.egress_usd_per_hour, ev.max_utilization)
+
+
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Interval:
+    """What one interval has found so far; ControlLoop.step's phases fill it in."""
+
+    policy: TrafficPolicy
+    now: datetime
+    before: Routing
+    """The weights in force when the interval started."""
+    new_weights: Routing
+    """What the interval publishes: the weights in force unless it decides to move."""
+    obs: Observation | None = None
+    observed: Observed | None = None
+    problems: tuple[str, ...] = ()
+    learned: Learned | None = None
+    prev_curves: Mapping[tuple[str, str], FittedStation] = field(default_factory=dict)
+    """The last interval's fits (the fits' uncertainty compares them with this one's)."""
+    target: Routing | None = None
+    exploring: bool = False
+    held: _Held | None = None
+    telemetry_ok: Condition = field(default_factory=lambda: Condition("True", "Fresh"))
+    solved: Condition = field(default_factory=lambda: Condition("Unknown", "NotRun"))
+    probed: tuple[str, str] | None = None
+    restarted: bool = False
+    query_s: float = 0.0
+    learn_s: float = 0.0
+    solve_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------------------------
