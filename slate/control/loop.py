@@ -311,6 +311,8 @@ class ControlLoop:
     def _applied(self, iv: _Interval, shift: float, paused: bool) -> Condition:
         """The Applied condition: held, paused, dry run, converged, or rolling out."""
         held = iv.held
+        if held is not None and held.reason == "Solving":  # progress, not a failure
+            return Condition("False", "Solving", "the weights in force stay: " + held.message)
         if held is not None and held.reason != "ExplorationRolledBack":
             return Condition("False", "Held", f"kept the last good weights: {held.message}")
         if paused:

@@ -17,6 +17,8 @@ Condition types and reasons (docs/control.md explains each):
   Applied         True  Converged             the weights in force are the target
                   True  RollingOut            moved towards the target, at most maxShiftPerInterval
                   False Held                  the last good weights were kept (see held_reason)
+                  False Solving               the weights in force stay while the target solve
+                                              goes on in the worker (Solved=Unknown, Solving)
                   False DryRun                computed and reported, nothing published
                   False Paused                spec.paused: nothing published
                   False PublishFailed         a publisher raised (weights in force unchanged)

@@ -209,7 +209,7 @@ def transitions(
         if b is not None and b.get("status") == c["status"] and b.get("reason") == c["reason"]:
             continue
         ok = c["status"] == "True" or (c["type"] == "Paused")
-        kind = "Normal" if ok or c["reason"] in ("DryRun", "Paused") else "Warning"
+        kind = "Normal" if ok or c["reason"] in ("DryRun", "Paused", "Solving") else "Warning"
         text = f"{c['type']}={c['status']}"
         if c.get("message"):
             text += f": {c['message']}"

@@ -213,7 +213,8 @@ def test_auto_holds_an_interval_whose_solve_outlasts_the_wait(
     assert first.held_reason == "Solving" and first.max_weight_shift == 0.0
     assert first.conditions["Solved"].status == "Unknown"
     assert first.conditions["Solved"].reason == "Solving"
-    assert first.conditions["Applied"].reason == "Held"
+    assert first.conditions["Applied"].reason == "Solving"
+    assert first.conditions["Applied"].status == "False"
     assert first.conditions["Ready"].reason == "Solving"
     assert first.routes.routes and first.routes == in_force
     assert second.held_reason is None and second.target_from_background

@@ -336,3 +336,21 @@ async def test_a_loop_that_will_not_run_again_is_closed() -> None:
     assert second.closed and not third.closed
     await c.shutdown()
     assert third.closed
+
+
+async def test_a_solve_still_running_is_a_normal_event_and_a_hold_a_warning() -> None:
+    """A large mesh's first interval keeps its weights while the target solve goes on in the
+    worker (reason Solving): progress, so its events are Normal; any other hold is a Warning."""
+    from slate.operator.status import transitions
+
+    def conds(reason: str, applied: str) -> list[dict[str, str]]:
+        return [
+            {"type": "Ready", "status": "False", "reason": reason, "message": "m"},
+            {"type": "Solved", "status": "Unknown", "reason": reason, "message": "m"},
+            {"type": "Applied", "status": "False", "reason": applied, "message": "m"},
+        ]
+
+    solving = transitions(None, conds("Solving", "Solving"))
+    assert [(t.type, t.reason) for t in solving] == [("Normal", "Solving")] * 3
+    held = transitions(None, conds("SolverFailed", "Held"))
+    assert {t.type for t in held} == {"Warning"}
