@@ -424,7 +424,7 @@ class Controller:
             m.exploration_steps.labels(ns, name).inc()
         if getattr(report, "rollout_restarted", False):
             m.rollout_restarts.labels(ns, name).inc()
-        if report.held_reason:
+        if report.held_reason and report.held_reason != "Solving":  # Solving: progress
             ready = report.conditions.get("Ready")
             m.loop_errors.labels(ns, name, ready.reason if ready else "Held").inc()
         ready = report.conditions.get("Ready")

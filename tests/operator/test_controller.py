@@ -354,3 +354,38 @@ async def test_a_solve_still_running_is_a_normal_event_and_a_hold_a_warning() ->
     assert [(t.type, t.reason) for t in solving] == [("Normal", "Solving")] * 3
     held = transitions(None, conds("SolverFailed", "Held"))
     assert {t.type for t in held} == {"Warning"}
+
+
+async def test_an_interval_held_for_its_solve_is_not_counted_as_a_loop_error() -> None:
+    """slate_loop_errors_total counts failed and held intervals, not one that keeps its weights
+    while its target solve goes on in the worker (held_reason Solving)."""
+    from standin_loop import Cond, Report
+
+    from slate.model.routing import Routing
+
+    c = make(Sinks())
+    c.metrics = OperatorMetrics()
+    ref = PolicyRef("shop", "shop", None)
+
+    def held(reason: str) -> Report:
+        return Report(
+            policy="shop/shop",
+            at=datetime(2026, 12, 6, tzinfo=UTC),
+            conditions={"Ready": Cond("False", reason, "m")},
+            routes=Routing(()),
+            target=None,
+            predicted=None,
+            observed=None,
+            solve_seconds=0.0,
+            exploring=False,
+            held_reason=reason,
+        )
+
+    def errors(reason: str) -> float | None:
+        return c.metrics.registry.get_sample_value(
+            "slate_loop_errors_total", {"namespace": "shop", "policy": "shop", "reason": reason}
+        )
+
+    c._record_metrics(ref, held("Solving"), 0.1)
+    c._record_metrics(ref, held("SolverFailed"), 0.1)
+    assert errors("Solving") is None and errors("SolverFailed") == 1
