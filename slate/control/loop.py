@@ -536,11 +536,7 @@ class ControlLoop:
         worker and the interval waits for it at most SOLVE_WAIT_S. Past that the solve is left
         running as the next interval's background answer, later solves go to the worker
         (`_in_background`), and this interval is held: the weights in force stay."""
-        executor = self._executor
-        if executor is None and not self._closed:
-            executor = self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="slate-solve"
-            )
+        executor = self._worker()
         started = time.perf_counter()
         try:
             if executor is None:
@@ -601,13 +597,20 @@ class ControlLoop:
             return
         learned, cautious, policy, interval = self._to_solve
         self._to_solve = None
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slate-solve")
+        executor = self._worker()
+        if executor is None:
+            return
         started = time.perf_counter()
-        future = self._executor.submit(self._solve, learned, cautious)
+        future = executor.submit(self._solve, learned, cautious)
         bg = _Background(future, cautious, policy, interval, started)
         future.add_done_callback(lambda f: self._background_done(bg, f))
         self._background = bg
+
+    def _worker(self) -> ThreadPoolExecutor | None:
+        """The one worker thread of target solves, started on first use; None once closed."""
+        if self._executor is None and not self._closed:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slate-solve")
+        return self._executor
 
     def _take_background(
         self, cautious: bool, policy: TrafficPolicy, interval: int
